@@ -1,0 +1,43 @@
+"""Offline checks of a rendered card before it is pushed.
+
+    >>> lint_card(Path("runs/x/README.md").read_text(), results)   # raises CardError listing problems
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from ..errors import CardError
+from ..results import Results
+from .render import RESEARCH_ONLY_TAG
+
+REQUIRED_KEYS = ("license", "library_name", "pipeline_tag", "tags")
+
+
+def lint_card(text: str, results: Results | None = None) -> None:
+    problems = []
+    if not text.startswith("---\n") or "\n---\n" not in text[4:]:
+        raise CardError("card has no YAML front matter")
+    front, body = text[4:].split("\n---\n", 1)
+    try:
+        meta = yaml.safe_load(front) or {}
+    except yaml.YAMLError as exc:
+        raise CardError(f"card front matter is not valid YAML: {exc}") from None
+    problems += [f"front matter lacks '{key}'" for key in REQUIRED_KEYS if key not in meta]
+    if RESEARCH_ONLY_TAG not in (meta.get("tags") or []):
+        problems.append(f"tag '{RESEARCH_ONLY_TAG}' missing")
+    if "Research use only" not in body:
+        problems.append("research-only warning missing")
+    if meta.get("license") == "other" and not meta.get("license_name"):
+        problems.append("license 'other' without license_name")
+    base = meta.get("base_model")
+    if base is not None and (not isinstance(base, str) or base.count("/") != 1 or base.startswith((".", "/"))):
+        problems.append(f"base_model {base!r} is not a Hub id")
+    if "{{" in text or "{%" in text:
+        problems.append("unrendered template syntax")
+    if results is not None:
+        actual = f"{100 * results.sparsity.actual_sparsity:.2f} %"
+        if actual not in body:
+            problems.append(f"actual sparsity {actual} from results.json not shown in the card")
+    if problems:
+        raise CardError("card lint failed: " + "; ".join(problems))

@@ -1,0 +1,134 @@
+"""Render the research-only model card from `templates/` (Jinja, strict undefined).
+
+    >>> text = render_card(read_results(Path("runs/x/results.json")), CardSettings())
+    >>> text.startswith("---\\n")
+    True
+
+Rendering reads nothing but its arguments and the templates, so the same results and settings always give
+the same bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import yaml
+from huggingface_hub import ModelCardData
+
+from ..errors import CardError
+from ..prune import METHODS
+from ..results import Results
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+RESEARCH_ONLY_TAG = "research-only"
+
+
+@dataclass(frozen=True)
+class CardSettings:
+    """What a lab says about its paper; kept in one YAML file per paper (`--card-config`)."""
+
+    paper_title: str | None = None
+    authors: str | None = None
+    venue: str | None = None
+    arxiv_id: str | None = None
+    bibtex: str | None = None
+    code_url: str | None = None
+    contact: str | None = None
+    extra_caveats: tuple[str, ...] = ()
+
+
+def load_card_settings(path: Path | None) -> CardSettings:
+    """Read a card config YAML; unknown keys are an error naming them."""
+    if path is None:
+        return CardSettings()
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CardError(f"cannot read card config {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise CardError(f"card config {path} must be a YAML mapping")
+    known = {f.name for f in dataclasses.fields(CardSettings)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise CardError(
+            f"card config {path} has unknown keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
+    data["extra_caveats"] = tuple(data.get("extra_caveats") or ())
+    return CardSettings(**data)
+
+
+def card_metadata(results: Results, card: CardSettings) -> tuple[ModelCardData, list[str]]:
+    """Front matter for the card, and warnings (e.g. a license that could not be inherited)."""
+    source, warnings = results.source, []
+    license_fields: dict = {"license": source.license}
+    if source.license in (None, "other"):
+        license_fields = {"license": "other", "license_name": source.license_name or "see-base-model"}
+        base_page = f"https://huggingface.co/{source.base_model_id}" if source.base_model_id else None
+        link = source.license_link or base_page
+        if link:
+            license_fields["license_link"] = link
+        if source.license is None:
+            warnings.append("the base model's license could not be found; the card says 'license: other'")
+    tags = ["pruning", results.pruning.method, results.pruning.structure, "llm-compression", RESEARCH_ONLY_TAG]
+    if card.arxiv_id:
+        tags.append(f"arxiv:{card.arxiv_id}")
+    data = ModelCardData(
+        base_model=source.base_model_id,
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        language=list(source.language) or None,
+        tags=tags,
+        **license_fields,
+    )
+    return data, warnings
+
+
+def render_card(results: Results, card: CardSettings, template_dir: Path | None = None) -> tuple[str, list[str]]:
+    """Render `model_card.md.j2`; returns the card text and warnings for the user."""
+    metadata, warnings = card_metadata(results, card)
+    loaders = [jinja2.FileSystemLoader(str(template_dir))] if template_dir else []
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader([*loaders, jinja2.FileSystemLoader(str(TEMPLATES_DIR))]),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["pct"] = lambda x, digits=2: f"{100 * x:.{digits}f} %"
+    env.filters["thousands"] = lambda n: f"{n:,}"
+    context = {
+        "front_matter": metadata.to_yaml(),
+        "r": results.to_json(),
+        "card": dataclasses.asdict(card),
+        "method_description": METHODS[results.pruning.method].description if results.pruning.method in METHODS
+        else "",
+        "layer_summary": _layer_summary(results),
+        "weight_files": {n: d for n, d in results.to_json()["files"].items() if n.endswith(".safetensors")},
+        "weight_bytes": sum(d.size for n, d in results.files.items() if n.endswith(".safetensors")),
+    }
+    try:
+        return env.get_template("model_card.md.j2").render(context), warnings
+    except jinja2.UndefinedError as exc:
+        raise CardError(f"card template references an undefined value: {exc.message}{_where(exc)}") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise CardError(f"card template {exc.filename or exc.name}:{exc.lineno}: {exc.message}") from None
+
+
+def _where(exc: Exception) -> str:
+    """' (template.j2, line N)' from the traceback of a Jinja runtime error."""
+    tb, found = exc.__traceback__, ""
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name.endswith(".j2"):
+            found = f" ({Path(name).name}, line {tb.tb_lineno})"
+        tb = tb.tb_next
+    return found
+
+
+def _layer_summary(results: Results) -> dict:
+    layers = results.sparsity.layers
+    values = [x.sparsity for x in layers]
+    return {"count": len(layers), "min": min(values, default=0.0), "max": max(values, default=0.0)}

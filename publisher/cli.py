@@ -1,0 +1,269 @@
+"""Command line: `publish-pruned --model ID --sparsity 0.5` and its subcommands.
+
+Examples:
+
+    publish-pruned --model google/gemma-2-9b-it --sparsity 0.5
+    publish-pruned --model ./my-model --sparsity 0.3 --dry-run
+    publish-pruned --model model.gguf --base-model-id org/name --sparsity 0.5 --hub local
+    publish-pruned card render runs/x/results.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import Interrupted, PublishPrunedError, SettingsError
+from .settings import DTYPES, TIE_POLICIES, RunSettings, validate_repo_id
+
+TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9_]{6,}")
+
+
+def redact(text: str) -> str:
+    """Belt and braces: no token-looking string ever reaches the terminal."""
+    return TOKEN_PATTERN.sub("hf_***", text)
+
+
+def fail(exc: BaseException, verbose: bool) -> None:
+    if isinstance(exc, KeyboardInterrupt):
+        exc = Interrupted("interrupted: the output folder is resumable; re-run the same command to continue")
+    if isinstance(exc, PublishPrunedError):
+        click.echo(redact(f"error: {exc}"), err=True)
+        sys.exit(exc.exit_code)
+    if verbose:
+        raise exc
+    click.echo(redact(f"error: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)"), err=True)
+    sys.exit(1)
+
+
+def quiet_libraries() -> None:
+    """No progress bars from transformers or huggingface_hub (ours are switched off by the pipeline)."""
+    import transformers
+    from huggingface_hub.utils import disable_progress_bars
+
+    transformers.utils.logging.disable_progress_bar()
+    disable_progress_bars()
+
+
+def method_names() -> list[str]:
+    from .prune import METHODS
+
+    return sorted(METHODS)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"],
+                                                             "show_default": True})
+@click.option("--model", envvar="PUBLISH_PRUNED_MODEL", help="Base model: a Hub id, a local transformers folder, "
+              "or a .gguf file.")
+@click.option("--sparsity", type=float, help="Target fraction of prunable weights to zero, in (0, 1).")
+@click.option("--method", type=click.Choice(method_names()), default="magnitude", help="Pruning method.")
+@click.option("--magnitude-ties", "tie_policy", type=click.Choice(TIE_POLICIES), default="exact",
+              help="exact: zero exactly floor(n*s) weights per matrix; threshold: zero every |w| <= the k-th "
+              "smallest (the study's behaviour; ties push sparsity above target).")
+@click.option("--seed", type=int, default=42, help="Seed of random masks.")
+@click.option("--revision", help="Branch, tag or commit of a Hub base model (default: main, pinned to its commit).")
+@click.option("--base-model-id", help="Hub id of a local/GGUF base model, for the card's base_model and repo name.")
+@click.option("--repo-id", envvar="PUBLISH_PRUNED_REPO_ID",
+              help="Target repo [default: <you>/<base-name>-<method>-s<NN>[-<suffix>]].")
+@click.option("--suffix", help="Appended to the default repo name, e.g. 'pia'.")
+@click.option("--output-dir", type=click.Path(path_type=Path), help="Run folder [default: ./runs/<repo-name>].")
+@click.option("--overwrite", is_flag=True, help="Replace an output folder that holds a different run.")
+@click.option("--dtype", type=click.Choice(DTYPES), default="auto", help="Weights dtype (auto: as the checkpoint).")
+@click.option("--device", default="cpu", envvar="PUBLISH_PRUNED_DEVICE", help="torch device: cpu, cuda, mps...")
+@click.option("--shard-size", default="5GB", help="Largest safetensors shard.")
+@click.option("--private", is_flag=True, help="Create the Hub repo private.")
+@click.option("--dry-run", is_flag=True, help="Do everything but write to the Hub: checkpoint, results.json and "
+              "the card land in the output folder.")
+@click.option("--hub", "hub_mode", type=click.Choice(["hub", "local"]), default="hub", envvar="PUBLISH_PRUNED_HUB",
+              help="local: start the bundled Hub emulator and publish there (a rehearsal, no token needed).")
+@click.option("--hub-dir", type=click.Path(path_type=Path), default=Path("local-hub"),
+              help="Where --hub local keeps its repos.")
+@click.option("--hub-endpoint", envvar="HF_ENDPOINT", help="Hub URL [default: https://huggingface.co].")
+@click.option("--card-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML with paper title, authors, arXiv id, BibTeX, code URL, extra caveats.")
+@click.option("--template", "template_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of card templates overriding the bundled ones (any subset).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code to run.")
+@click.option("--trust-pickled-weights", is_flag=True, help="Allow pickled .bin weights (can run arbitrary code).")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+@click.option("-v", "--verbose", count=True, help="More logging; -v shows tracebacks of internal errors.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars; only the final summary lines.")
+@click.version_option(package_name="publish-pruned")
+@click.pass_context
+def main(ctx: click.Context, **opts) -> None:
+    """Prune a model, measure it, render a research-only card, and publish it to the Hub.
+
+    \b
+    publish-pruned --model google/gemma-2-9b-it --sparsity 0.5
+    publish-pruned --model ./folder --sparsity 0.5 --dry-run
+    publish-pruned --model m.gguf --base-model-id org/m --sparsity 0.5 --hub local
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = opts["verbose"]
+    if ctx.invoked_subcommand is not None:
+        return
+    if not opts["model"] or opts["sparsity"] is None:
+        click.echo(ctx.get_help())
+        ctx.exit(0 if not opts["model"] and opts["sparsity"] is None else 2)
+    logging.basicConfig(level=logging.DEBUG if opts["verbose"] > 1 else logging.INFO if opts["verbose"] else
+                        logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if opts["quiet"] or opts["as_json"]:
+        quiet_libraries()
+    try:
+        run_main(opts)
+    except (PublishPrunedError, KeyboardInterrupt, Exception) as exc:
+        fail(exc, bool(opts["verbose"]))
+
+
+def run_main(opts: dict) -> None:
+    from .card import load_card_settings
+    from .pipeline import RunOptions
+    from .runner import PublishTarget, run_and_publish
+
+    settings = RunSettings(
+        model=opts["model"], sparsity=opts["sparsity"], method=opts["method"], revision=opts["revision"],
+        tie_policy=opts["tie_policy"], seed=opts["seed"], dtype=opts["dtype"], device=opts["device"],
+        base_model_id=opts["base_model_id"], trust_remote_code=opts["trust_remote_code"],
+        trust_pickled_weights=opts["trust_pickled_weights"], shard_size=opts["shard_size"],
+    )
+    if opts["repo_id"]:
+        validate_repo_id(opts["repo_id"])
+    target = PublishTarget(
+        mode=opts["hub_mode"], endpoint=opts["hub_endpoint"], local_dir=opts["hub_dir"], dry_run=opts["dry_run"],
+        private=opts["private"], repo_id=opts["repo_id"], suffix=opts["suffix"],
+    )
+    options = RunOptions(
+        output_dir=opts["output_dir"], command=" ".join(shlex.quote(a) for a in ["publish-pruned", *sys.argv[1:]]),
+        card=load_card_settings(opts["card_config"]), template_dir=opts["template_dir"],
+        overwrite=opts["overwrite"], progress=not (opts["quiet"] or opts["as_json"]), endpoint=opts["hub_endpoint"],
+    )
+    outcome = run_and_publish(settings, target, options)
+    for warning in outcome.run.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if opts["as_json"]:
+        print_json(summary_data(outcome))
+    else:
+        click.echo(redact(summary_text(outcome)))
+
+
+def summary_data(outcome) -> dict:
+    results, publish = outcome.run.results, outcome.publish
+    return {
+        "repo_id": outcome.repo_id,
+        "dry_run": publish is None,
+        "url": publish.url if publish else None,
+        "commit": publish.commit if publish else None,
+        "changed": publish.changed if publish else None,
+        "output_dir": str(outcome.run.output_dir),
+        "card": str(outcome.run.card_path),
+        "results": str(outcome.run.output_dir / "results.json"),
+        "method": results.pruning.method,
+        "target_sparsity": results.pruning.target_sparsity,
+        "actual_sparsity": results.sparsity.actual_sparsity,
+        "zero_params": results.sparsity.zero_params,
+        "prunable_params": results.sparsity.prunable_params,
+        "prune_time_s": results.pruning.prune_time_s,
+        "skipped_stages": outcome.run.skipped,
+    }
+
+
+def summary_text(outcome) -> str:
+    results, publish, run = outcome.run.results, outcome.publish, outcome.run
+    weight_bytes = sum(d.size for n, d in results.files.items() if n.endswith(".safetensors"))
+    lines = [
+        f"publish-pruned: {results.source.base_model_id or results.source.reference} — {results.pruning.method} "
+        f"pruning, target {results.pruning.target_sparsity:.2%}",
+        f"  actual sparsity  {results.sparsity.actual_sparsity:.4%} ({results.sparsity.zero_params:,} of "
+        f"{results.sparsity.prunable_params:,} prunable weights zeroed; counted on the saved files)",
+        f"  prune time       {results.pruning.prune_time_s:.2f} s",
+        f"  checkpoint       {run.output_dir} ({weight_bytes / 1e6:.1f} MB of safetensors)",
+        f"  card             {run.card_path}",
+    ]
+    if run.skipped:
+        lines.append(f"  resumed          reused finished stages: {', '.join(run.skipped)}")
+    if publish is None:
+        lines.append(f"  dry run          nothing pushed; would publish to {outcome.repo_id}")
+    else:
+        state = "new commit" if publish.changed else "no change: the Hub already held these files"
+        lines.append(f"  published        {publish.url} @ {publish.commit[:12]} ({state}; "
+                     f"{publish.verified_files} files verified)")
+        if outcome.local_dir is not None:
+            lines.append(f"  local hub        data in {outcome.local_dir}/ — browse it again with "
+                         f"`publish-pruned hub serve --root {outcome.local_dir}`")
+    return "\n".join(lines)
+
+
+@main.group()
+def card() -> None:
+    """Model cards: render from results.json."""
+
+
+@card.command("render")
+@click.argument("results_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--card-config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--template", "template_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write here [default: README.md beside the results file].")
+@click.pass_context
+def card_render(ctx: click.Context, results_file: Path, card_config: Path | None, template_dir: Path | None,
+                output: Path | None) -> None:
+    """Re-render the card of a run from its results.json, without recomputing anything.
+
+    \b
+    publish-pruned card render runs/x/results.json
+    """
+    from .card import load_card_settings, render_card
+    from .results import read_results
+
+    try:
+        text, warnings = render_card(read_results(results_file), load_card_settings(card_config), template_dir)
+        target = output or results_file.with_name("README.md")
+        target.write_text(text)
+    except (PublishPrunedError, KeyboardInterrupt, Exception) as exc:
+        fail(exc, bool(ctx.obj["verbose"]))
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(str(target))
+
+
+@main.group()
+def hub() -> None:
+    """The bundled Hub emulator."""
+
+
+@hub.command("serve")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("local-hub"),
+              help="Folder holding the emulator's repos.")
+@click.option("--port", type=int, default=8000)
+@click.option("--user", default="local-user", help="User name the token belongs to.")
+@click.option("--token-env", default="HF_TOKEN", help="Env var holding the write token the emulator accepts.")
+def hub_serve(root: Path, port: int, user: str, token_env: str) -> None:
+    """Serve a local Hub-compatible emulator until Ctrl-C (clients need HF_HUB_DISABLE_XET=1).
+
+    \b
+    HF_TOKEN=hf_local_secret publish-pruned hub serve --root local-hub --port 8000
+    """
+    import os
+    import time
+
+    from .emulator import HubEmulator
+
+    token = os.environ.get(token_env)
+    if not token:
+        fail(SettingsError(f"set {token_env} to the write token the emulator should accept"), False)
+    with HubEmulator(root=root, tokens={token: (user, "write")}, port=port) as emulator:
+        click.echo(f"serving {root} at {emulator.url} (Ctrl-C to stop)")
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+
+
+def print_json(data: dict) -> None:
+    click.echo(redact(json.dumps(data, indent=2)))

@@ -1,0 +1,237 @@
+"""Find the base model (Hub id, local folder or GGUF file), pin it, load it, save the pruned copy.
+
+    >>> src = resolve_source(settings)          # pins a Hub commit or hashes the local files
+    >>> model, tokenizer = load_model(src, settings)
+    >>> save_checkpoint(model, tokenizer, Path("staging"), shard_size="5GB")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.repocard import metadata_load
+
+from .errors import ModelSourceError, SettingsError
+from .results import FileDigest
+from .settings import RunSettings, validate_repo_id
+
+log = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# What we fetch from the Hub: weights, configs, tokenizer files, the card (for license and language).
+HUB_ALLOW_PATTERNS = ["*.safetensors", "*.json", "*.model", "*.txt", "*.tiktoken", "README.md"]
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """A base model pinned to exact bytes, with the card facts its publisher declared."""
+
+    kind: str  # "hub" | "folder" | "gguf"
+    reference: str
+    local_path: Path | None  # folder holding config/weights (GGUF: the file's folder; Hub: None until fetched)
+    gguf_file: str | None
+    revision: str | None
+    content_sha256: str | None
+    base_model_id: str | None
+    license: str | None
+    license_name: str | None
+    license_link: str | None
+    language: tuple[str, ...]
+
+    @property
+    def identity(self) -> str:
+        return f"{self.kind}:{self.reference}@{self.revision or self.content_sha256}"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def digest_files(folder: Path, names: list[str]) -> dict[str, FileDigest]:
+    return {n: FileDigest(sha256=sha256_file(folder / n), size=(folder / n).stat().st_size) for n in names}
+
+
+def resolve_source(settings: RunSettings, *, endpoint: str | None = None, token: str | None = None) -> ResolvedSource:
+    """Pin `settings.model` to exact bytes: a Hub commit, or a content hash of the local files."""
+    path = Path(settings.model).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelSourceError(f"GGUF file not found: {path}")
+        return _resolve_gguf(path, settings)
+    if path.exists():
+        if not path.is_dir():
+            raise ModelSourceError(f"--model {path} is a file but not a .gguf; pass a folder, a GGUF or a Hub id")
+        return _resolve_folder(path, settings)
+    if settings.model.startswith((".", "/", "~")) or settings.model.count("/") != 1:
+        raise ModelSourceError(f"--model {settings.model!r} is neither an existing path nor a Hub id (org/name)")
+    return _resolve_hub(settings, endpoint=endpoint, token=token)
+
+
+def _check_weight_files(names: list[str], where: str, trust_pickled: bool) -> None:
+    if any(n.endswith(".safetensors") for n in names):
+        return
+    pickled = [n for n in names if n.endswith(PICKLE_SUFFIXES)]
+    if pickled and not trust_pickled:
+        raise ModelSourceError(
+            f"{where} holds only pickled weights ({pickled[0]}); loading pickles can run arbitrary code — "
+            "pass --trust-pickled-weights if you trust the source"
+        )
+    if not pickled:
+        raise ModelSourceError(f"{where} holds no model weights (no .safetensors files)")
+
+
+def _resolve_folder(path: Path, settings: RunSettings) -> ResolvedSource:
+    names = sorted(p.name for p in path.iterdir() if p.is_file())
+    if "config.json" not in names:
+        raise ModelSourceError(f"{path} has no config.json; is it a transformers model folder?")
+    _check_weight_files(names, str(path), settings.trust_pickled_weights)
+    hashed = [n for n in names if n.endswith((".safetensors", ".json", ".model", *PICKLE_SUFFIXES))]
+    content = hashlib.sha256(
+        json.dumps({n: sha256_file(path / n) for n in hashed}, sort_keys=True).encode()
+    ).hexdigest()
+    meta = _card_metadata(path / "README.md")
+    return ResolvedSource(
+        kind="folder", reference=str(path.resolve()), local_path=path.resolve(), gguf_file=None,
+        revision=None, content_sha256=content, base_model_id=settings.base_model_id, **meta,
+    )
+
+
+def _resolve_gguf(path: Path, settings: RunSettings) -> ResolvedSource:
+    import gguf
+
+    try:
+        fields = gguf.GGUFReader(str(path)).fields
+    except Exception as exc:  # gguf raises bare ValueErrors on corrupt headers
+        raise ModelSourceError(f"{path} is not a readable GGUF file ({exc})") from None
+
+    def field(key: str) -> object:
+        return fields[key].contents() if key in fields else None
+
+    languages = field("general.languages") or []
+    return ResolvedSource(
+        kind="gguf", reference=str(path.resolve()), local_path=path.resolve().parent, gguf_file=path.name,
+        revision=None, content_sha256=sha256_file(path), base_model_id=settings.base_model_id,
+        license=field("general.license"), license_name=None, license_link=None,
+        language=tuple(languages if isinstance(languages, list) else [languages]),
+    )
+
+
+def _resolve_hub(settings: RunSettings, *, endpoint: str | None, token: str | None) -> ResolvedSource:
+    """Pin a Hub model to a commit and read its card metadata; downloads nothing."""
+    repo_id = validate_repo_id(settings.model, what="--model")
+    with _hub_errors(repo_id, settings.revision):
+        info = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=settings.revision)
+    _check_weight_files([s.rfilename for s in info.siblings or []], repo_id, settings.trust_pickled_weights)
+    meta = _metadata_fields((info.card_data.to_dict() if info.card_data else None) or {})
+    return ResolvedSource(
+        kind="hub", reference=repo_id, local_path=None, gguf_file=None, revision=info.sha,
+        content_sha256=None, base_model_id=settings.base_model_id or repo_id, **meta,
+    )
+
+
+def fetch_weights(source: ResolvedSource, settings: RunSettings, *, endpoint: str | None = None,
+                  token: str | None = None, cache_dir: Path | None = None) -> Path:
+    """The local folder holding the source's files; downloads a Hub snapshot at the pinned commit."""
+    if source.local_path is not None:
+        return source.local_path
+    patterns = HUB_ALLOW_PATTERNS + (["*.bin"] if settings.trust_pickled_weights else [])
+    with _hub_errors(source.reference, source.revision):
+        folder = snapshot_download(source.reference, revision=source.revision, allow_patterns=patterns,
+                                   endpoint=endpoint, token=token, cache_dir=cache_dir)
+    return Path(folder)
+
+
+@contextlib.contextmanager
+def _hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
+    """Turn the client's typed errors into one-line ModelSourceErrors."""
+    try:
+        yield
+    except RevisionNotFoundError:
+        raise ModelSourceError(f"revision {revision!r} not found in {repo_id}") from None
+    except GatedRepoError:
+        raise ModelSourceError(f"{repo_id} is gated: accept its terms on the Hub and use a token") from None
+    except RepositoryNotFoundError:
+        raise ModelSourceError(f"model {repo_id!r} not found on the Hub (or it is private)") from None
+    except (HfHubHTTPError, OSError) as exc:
+        raise ModelSourceError(f"cannot fetch {repo_id} from the Hub ({type(exc).__name__})") from None
+
+
+def _card_metadata(readme: Path) -> dict:
+    """License and language from a local model card's YAML front matter."""
+    return _metadata_fields((metadata_load(readme) if readme.is_file() else None) or {})
+
+
+def _metadata_fields(meta: dict) -> dict:
+    """The card facts we inherit (absent values stay None/empty)."""
+    language = meta.get("language") or []
+    return {
+        "license": meta.get("license"),
+        "license_name": meta.get("license_name"),
+        "license_link": meta.get("license_link"),
+        "language": tuple(language if isinstance(language, list) else [language]),
+    }
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def check_device(device: str) -> str:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise SettingsError(f"--device {device!r} is not a torch device (try cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SettingsError("--device cuda requested but no CUDA GPU is available")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise SettingsError("--device mps requested but MPS is not available")
+    return device
+
+
+def load_model(source: ResolvedSource, folder: Path, settings: RunSettings):
+    """Load model and tokenizer from `folder` with transformers; returns (model, tokenizer) in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict = {"trust_remote_code": settings.trust_remote_code}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+        model_kwargs = dict(kwargs, dtype=torch_dtype(settings.dtype))
+        if not source.gguf_file:  # True = refuse pickles; None = prefer safetensors, allow trusted .bin
+            model_kwargs["use_safetensors"] = None if settings.trust_pickled_weights else True
+        model = AutoModelForCausalLM.from_pretrained(folder, **model_kwargs)
+    except (OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelSourceError(f"cannot load {source.reference}: {first_line}") from None
+    model.to(check_device(settings.device))
+    model.eval()
+    return model, tokenizer
+
+
+def save_checkpoint(model, tokenizer, folder: Path, *, shard_size: str) -> list[str]:
+    """Write safetensors shards (+ index when sharded), config, generation config and tokenizer files.
+
+    safetensors writes tensors from their own memory (no serialised copy), so peak memory stays at the
+    model's size. Returns the names of the files written, sorted.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, max_shard_size=shard_size)
+    tokenizer.save_pretrained(folder)
+    return sorted(p.name for p in folder.iterdir() if p.is_file())

@@ -1,0 +1,211 @@
+"""The stages of one run, in order, with resume: load → prune → save → measure → card → publish.
+
+    >>> outcome = run_pipeline(settings, RunOptions(output_dir=Path("runs/x"), command="publish-pruned ..."))
+    >>> outcome.results.sparsity.actual_sparsity
+
+The run folder is exactly what goes to the Hub (weights, config, tokenizer, `results.json`, `README.md`),
+plus `.publish-pruned/` with each finished stage's record. A stage whose record holds the same settings
+hash and whose files still hash the same is not recomputed; a stage cut off (no record) is redone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .card import CardSettings, render_card
+from .environment import environment, tool_info
+from .errors import OutputDirError, SettingsError
+from .model_io import ResolvedSource, digest_files, fetch_weights, load_model, resolve_source, save_checkpoint
+from .prune import PruneRequest, get_method, prune_model
+from .prune.sparsity import measure_checkpoint
+from .results import (
+    RESULTS_FILE,
+    FileDigest,
+    LayerSparsity,
+    PruneRecord,
+    Results,
+    SourceRecord,
+    SparsityRecord,
+    write_json_atomic,
+    write_results,
+)
+from .settings import RunSettings, stable_hash
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = ".publish-pruned"
+CARD_FILE = "README.md"
+
+
+@dataclass
+class RunOptions:
+    output_dir: Path
+    command: str
+    repo_id: str | None = None
+    card: CardSettings = field(default_factory=CardSettings)
+    template_dir: Path | None = None
+    overwrite: bool = False
+    progress: bool = True
+    endpoint: str | None = None  # Hub to read the base model from
+    token: str | None = None
+    on_stage: Callable[[str, str], None] = lambda stage, status: None  # ("prune", "done" | "skipped")
+
+
+@dataclass
+class RunOutcome:
+    output_dir: Path
+    card_path: Path
+    results: Results
+    files: dict[str, FileDigest]  # everything to publish, card and results included
+    skipped: list[str]
+    warnings: list[str]
+
+
+def run_identity(settings: RunSettings) -> str:
+    """What makes two invocations the same run (and allowed to share an output folder)."""
+    keys = ("model", "revision", "method", "sparsity", "tie_policy", "seed", "dtype", "base_model_id")
+    return stable_hash({k: getattr(settings, k) for k in keys})
+
+
+class RunFolder:
+    """The output folder's layout and its stage records."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.state = root / STATE_DIR
+        self.staging = self.state / "staging"
+
+    def record(self, stage: str) -> dict | None:
+        path = self.state / f"{stage}.json"
+        try:
+            return json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def write_record(self, stage: str, data: dict) -> None:
+        write_json_atomic(self.state / f"{stage}.json", data)
+
+    def forget(self, *stages: str) -> None:
+        for stage in stages:
+            (self.state / f"{stage}.json").unlink(missing_ok=True)
+
+    def claim(self, identity: str, overwrite: bool) -> None:
+        """Make sure the folder is empty or holds this same run; `overwrite` clears a different one."""
+        run = self.record("run")
+        if run is None and self.root.is_dir() and any(self.root.iterdir()):
+            # Never delete a folder we did not create, even with --overwrite.
+            raise OutputDirError(f"output folder {self.root} is not empty and is not a publish-pruned run folder")
+        if run is not None and run.get("identity") != identity:
+            if not overwrite:
+                raise OutputDirError(
+                    f"output folder {self.root} holds a different run; pass --overwrite or another --output-dir"
+                )
+            shutil.rmtree(self.root)
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.write_record("run", {"identity": identity})
+
+    def files_intact(self, files: dict[str, dict]) -> bool:
+        for name, digest in files.items():
+            path = self.root / name
+            if not path.is_file() or path.stat().st_size != digest["size"]:
+                return False
+        return all(d.sha256 == files[n]["sha256"] for n, d in digest_files(self.root, list(files)).items())
+
+
+def run_pipeline(settings: RunSettings, options: RunOptions) -> RunOutcome:
+    """Run every stage up to the card; publishing is a separate step (`hub.publish`)."""
+    get_method(settings.method)  # unknown method: fail before any work
+    source = resolve_source(settings, endpoint=options.endpoint, token=options.token)
+    folder = RunFolder(options.output_dir)
+    folder.claim(run_identity(settings), options.overwrite)
+    skipped: list[str] = []
+
+    prune_key = settings.prune_key(source.identity)
+    prune_state = folder.record("prune")
+    if prune_state and prune_state.get("key") == prune_key and folder.files_intact(prune_state["files"]):
+        skipped.append("prune")
+        options.on_stage("prune", "skipped")
+    else:
+        prune_state = _prune_stage(settings, options, folder, source, prune_key)
+        options.on_stage("prune", "done")
+
+    checkpoint_files = {n: FileDigest(**d) for n, d in prune_state["files"].items()}
+    pruning = PruneRecord(**dict(prune_state["pruning"], layers=[LayerSparsity(**x) for x in
+                                                                  prune_state["pruning"]["layers"]]))
+    sparsity_key = stable_hash(prune_state["files"])
+    sparsity_state = folder.record("sparsity")
+    if sparsity_state and sparsity_state.get("key") == sparsity_key:
+        skipped.append("sparsity")
+        options.on_stage("sparsity", "skipped")
+        sparsity = SparsityRecord(**dict(sparsity_state["sparsity"], layers=[
+            LayerSparsity(**x) for x in sparsity_state["sparsity"]["layers"]]))
+    else:
+        sparsity = measure_checkpoint(folder.root, [layer.name for layer in pruning.layers])
+        folder.write_record("sparsity", {"key": sparsity_key, "sparsity": dataclasses.asdict(sparsity)})
+        options.on_stage("sparsity", "done")
+
+    results = Results(
+        tool=prune_state["tool"],
+        settings={**settings.as_dict(), "repo_id": options.repo_id},
+        source=SourceRecord(**prune_state["source"]),
+        pruning=pruning,
+        sparsity=sparsity,
+        files=checkpoint_files,
+        environment=prune_state["environment"],
+        command=options.command,
+    )
+    write_results(folder.root / RESULTS_FILE, results)
+    card_text, warnings = render_card(results, options.card, options.template_dir)
+    (folder.root / CARD_FILE).write_text(card_text)
+    options.on_stage("card", "done")
+    published = dict(checkpoint_files)
+    published.update(digest_files(folder.root, [RESULTS_FILE, CARD_FILE]))
+    return RunOutcome(folder.root, folder.root / CARD_FILE, results, published, skipped, warnings)
+
+
+def _prune_stage(settings: RunSettings, options: RunOptions, folder: RunFolder, source: ResolvedSource,
+                 key: str) -> dict:
+    """Load, prune and save into staging; move into place; write the record last (the commit point)."""
+    old = folder.record("prune")
+    folder.forget("prune", "sparsity")
+    for name in [*(old or {}).get("files", {}), RESULTS_FILE, CARD_FILE]:
+        (folder.root / name).unlink(missing_ok=True)
+    shutil.rmtree(folder.staging, ignore_errors=True)
+
+    method = get_method(settings.method)
+    if method.needs_calibration:
+        raise SettingsError(f"method {method.name!r} needs calibration data, which this version cannot load yet")
+    weights_dir = fetch_weights(source, settings, endpoint=options.endpoint, token=options.token)
+    model, tokenizer = load_model(source, weights_dir, settings)
+    request = PruneRequest(method=settings.method, sparsity=settings.sparsity, tie_policy=settings.tie_policy,
+                           seed=settings.seed)
+    pruning = prune_model(model, request, progress=options.progress)
+    names = save_checkpoint(model, tokenizer, folder.staging, shard_size=settings.shard_size)
+    source_record = SourceRecord(
+        kind=source.kind, reference=source.reference, base_model_id=source.base_model_id, revision=source.revision,
+        content_sha256=source.content_sha256, architecture=type(model).__name__,
+        model_type=model.config.model_type, num_parameters=model.num_parameters(),
+        dtype=str(model.dtype).removeprefix("torch."), license=source.license, license_name=source.license_name,
+        license_link=source.license_link, language=list(source.language),
+    )
+    del model
+    files = digest_files(folder.staging, names)
+    for name in names:
+        (folder.staging / name).replace(folder.root / name)
+    record = {
+        "key": key,
+        "files": {n: dataclasses.asdict(d) for n, d in files.items()},
+        "source": dataclasses.asdict(source_record),
+        "pruning": dataclasses.asdict(pruning),
+        "tool": tool_info(),
+        "environment": environment(settings.device),
+    }
+    folder.write_record("prune", record)
+    shutil.rmtree(folder.staging, ignore_errors=True)
+    return record

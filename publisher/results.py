@@ -1,0 +1,163 @@
+"""Typed records that stages exchange, and the only code that reads or writes `results.json`.
+
+    >>> results = read_results(Path("runs/x/results.json"))
+    >>> results.sparsity.actual_sparsity
+    0.5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import OutputDirError
+
+SCHEMA_VERSION = 1
+RESULTS_FILE = "results.json"
+
+
+@dataclass
+class FileDigest:
+    sha256: str
+    size: int
+
+
+@dataclass
+class SourceRecord:
+    """Where the base model came from, pinned: a Hub commit or a content hash of the local files."""
+
+    kind: str  # "hub" | "folder" | "gguf"
+    reference: str  # what the user passed to --model
+    base_model_id: str | None  # a Hub id for the card's `base_model`, when known
+    revision: str | None  # resolved Hub commit sha (kind == "hub")
+    content_sha256: str | None  # hash of the local weight/config files (kind != "hub")
+    architecture: str
+    model_type: str
+    num_parameters: int
+    dtype: str
+    license: str | None = None
+    license_name: str | None = None
+    license_link: str | None = None
+    language: list[str] = field(default_factory=list)
+
+    @property
+    def identity(self) -> str:
+        return f"{self.kind}:{self.reference}@{self.revision or self.content_sha256}"
+
+
+@dataclass
+class LayerSparsity:
+    name: str  # the tensor's name in the checkpoint
+    shape: list[int]
+    params: int
+    zeros: int
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.params if self.params else 0.0
+
+
+@dataclass
+class PruneRecord:
+    method: str
+    structure: str
+    target_sparsity: float
+    tie_policy: str
+    seed: int
+    scope: str  # human-readable description of what was prunable
+    prune_time_s: float
+    layers: list[LayerSparsity]  # counted on the in-memory model, right after pruning
+
+
+@dataclass
+class SparsityRecord:
+    """Sparsity counted by streaming the saved safetensors: what the card reports is what was published."""
+
+    measured_from: str
+    prunable_params: int
+    zero_params: int
+    layers: list[LayerSparsity]
+
+    @property
+    def actual_sparsity(self) -> float:
+        return self.zero_params / self.prunable_params if self.prunable_params else 0.0
+
+
+@dataclass
+class Results:
+    tool: dict[str, Any]
+    settings: dict[str, Any]
+    source: SourceRecord
+    pruning: PruneRecord
+    sparsity: SparsityRecord
+    files: dict[str, FileDigest]
+    environment: dict[str, Any]
+    command: str
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["sparsity"]["actual_sparsity"] = self.sparsity.actual_sparsity
+        for section in ("pruning", "sparsity"):
+            for layer, obj in zip(data[section]["layers"], getattr(self, section).layers, strict=True):
+                layer["sparsity"] = obj.sparsity
+        return {"schema_version": data.pop("schema_version"), **data}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Results:
+        version = data.get("schema_version")
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise OutputDirError(
+                f"results schema version {version!r} is newer than this tool understands ({SCHEMA_VERSION}); "
+                "upgrade publish-pruned"
+            )
+
+        def layers(items: list[dict]) -> list[LayerSparsity]:
+            return [LayerSparsity(**{k: v for k, v in i.items() if k != "sparsity"}) for i in items]
+
+        pruning = dict(data["pruning"], layers=layers(data["pruning"]["layers"]))
+        sparsity = {k: v for k, v in data["sparsity"].items() if k != "actual_sparsity"}
+        sparsity["layers"] = layers(sparsity["layers"])
+        return cls(
+            tool=data["tool"],
+            settings=data["settings"],
+            source=SourceRecord(**data["source"]),
+            pruning=PruneRecord(**pruning),
+            sparsity=SparsityRecord(**sparsity),
+            files={k: FileDigest(**v) for k, v in data["files"].items()},
+            environment=data["environment"],
+            command=data["command"],
+            schema_version=version,
+        )
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temp file beside `path`, fsync, then rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_results(path: Path, results: Results) -> None:
+    write_json_atomic(path, results.to_json())
+
+
+def read_results(path: Path) -> Results:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise OutputDirError(f"no results file at {path}") from None
+    except json.JSONDecodeError as exc:
+        raise OutputDirError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    try:
+        return Results.from_json(data)
+    except (KeyError, TypeError) as exc:
+        raise OutputDirError(f"{path} does not look like a publish-pruned results file ({exc})") from None

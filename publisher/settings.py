@@ -1,0 +1,110 @@
+"""Run settings: what the user asked for, validated once, frozen and hashable.
+
+Protocol defaults of the study (arXiv 2605.08137) live here and nowhere else.
+
+    >>> s = RunSettings(model="google/gemma-2-9b-it", sparsity=0.5)
+    >>> s.repo_name("alice")
+    'alice/gemma-2-9b-it-magnitude-s50'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SettingsError
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+TIE_POLICIES = ("exact", "threshold")
+DEFAULT_SEED = 42  # the study's seed for random masks
+DEFAULT_SHARD_SIZE = "5GB"
+
+_REPO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,94}[A-Za-z0-9]$|^[A-Za-z0-9]$")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything that decides what a run produces. Hashes of subsets identify finished stages."""
+
+    model: str
+    sparsity: float
+    method: str = "magnitude"
+    revision: str | None = None
+    tie_policy: str = "exact"
+    seed: int = DEFAULT_SEED
+    dtype: str = "auto"
+    device: str = "cpu"
+    base_model_id: str | None = None
+    trust_remote_code: bool = False
+    trust_pickled_weights: bool = False
+    shard_size: str = DEFAULT_SHARD_SIZE
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.sparsity < 1.0):
+            raise SettingsError(f"--sparsity must be strictly between 0 and 1, got {self.sparsity:g}")
+        if self.dtype not in DTYPES:
+            raise SettingsError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.tie_policy not in TIE_POLICIES:
+            raise SettingsError(f"--magnitude-ties must be one of {', '.join(TIE_POLICIES)}")
+        if self.base_model_id is not None:
+            validate_repo_id(self.base_model_id, what="--base-model-id")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def prune_key(self, source_identity: str) -> str:
+        """Hash of what decides the pruned weights: the exact source, method, target and numerics."""
+        return stable_hash(
+            {
+                "source": source_identity,
+                "method": self.method,
+                "sparsity": self.sparsity,
+                "tie_policy": self.tie_policy,
+                "seed": self.seed,
+                "dtype": self.dtype,
+                "shard_size": self.shard_size,
+            }
+        )
+
+    def base_name(self) -> str:
+        """The base model's short name, as it appears in repo names."""
+        if self.base_model_id:
+            return self.base_model_id.split("/")[-1]
+        path = Path(self.model)
+        if path.suffix == ".gguf":
+            return path.stem.split(".")[0]
+        return path.name if path.exists() else self.model.rstrip("/").split("/")[-1]
+
+    def repo_name(self, namespace: str, suffix: str | None = None) -> str:
+        """Default repo id: `<namespace>/<base-name-lowercase>-<method>-s<NN>[-<suffix>]`."""
+        name = f"{self.base_name().lower()}-{self.method}-s{round(self.sparsity * 100):02d}"
+        if suffix:
+            name = f"{name}-{suffix}"
+        return f"{namespace}/{name}"
+
+
+def validate_repo_id(repo_id: str, what: str = "--repo-id") -> str:
+    """Check `namespace/name` against the Hub's naming rules; return it unchanged."""
+    parts = repo_id.split("/")
+    bad = (
+        len(parts) != 2
+        or not all(_REPO_NAME.match(p) for p in parts)
+        or any(s in repo_id for s in ("--", ".."))
+        or repo_id.endswith(".git")
+    )
+    if bad:
+        raise SettingsError(
+            f"{what} {repo_id!r} is not a valid Hub repo id (expected 'namespace/name': letters, digits, "
+            "'-', '_', '.'; no '--' or '..'; at most 96 characters each)"
+        )
+    return repo_id
+
+
+def stable_hash(obj: object) -> str:
+    """sha256 of the canonical JSON of `obj` (sorted keys), as hex."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()

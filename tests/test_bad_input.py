@@ -1,0 +1,110 @@
+"""Bad input: a one-line error, a non-zero exit, no traceback, nothing half-made."""
+
+import pytest
+from click.testing import CliRunner
+from tiny_models import save_tiny_model
+
+from publisher import prune
+from publisher.cli import main
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def assert_one_line_error(result, fragment, code=2):
+    assert result.exit_code == code, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
+    assert fragment in errors[0]
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_model("llama", tmp_path_factory.mktemp("base") / "tiny")
+
+
+@pytest.mark.parametrize("sparsity", ["0", "1", "1.5", "-0.2"])
+def test_sparsity_outside_zero_one(tmp_path, model_dir, sparsity):
+    result = invoke("--model", str(model_dir), "--sparsity", sparsity, "--dry-run", "--output-dir", str(tmp_path / "o"))
+    assert_one_line_error(result, "strictly between 0 and 1")
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_method(model_dir):
+    result = invoke("--model", str(model_dir), "--sparsity", "0.5", "--method", "obs")
+    assert result.exit_code == 2 and "'obs' is not one of" in result.stderr
+
+
+def test_model_path_that_does_not_exist(tmp_path):
+    result = invoke(
+        "--model", str(tmp_path / "nope"), "--sparsity", "0.5", "--dry-run", "--output-dir", str(tmp_path / "o")
+    )
+    assert_one_line_error(result, "neither an existing path nor a Hub id")
+
+
+def test_folder_without_weights(tmp_path, model_dir):
+    empty = tmp_path / "noweights"
+    empty.mkdir()
+    (empty / "config.json").write_text((model_dir / "config.json").read_text())
+    result = invoke("--model", str(empty), "--sparsity", "0.5", "--dry-run", "--output-dir", str(tmp_path / "o"))
+    assert_one_line_error(result, "holds no model weights")
+
+
+def test_pickled_weights_are_refused_without_the_trust_flag(tmp_path, model_dir):
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text((model_dir / "config.json").read_text())
+    (pickled / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    result = invoke("--model", str(pickled), "--sparsity", "0.5", "--dry-run", "--output-dir", str(tmp_path / "o"))
+    assert_one_line_error(result, "--trust-pickled-weights")
+
+
+def test_missing_gguf_file(tmp_path):
+    result = invoke("--model", str(tmp_path / "m.gguf"), "--sparsity", "0.5", "--dry-run",
+                    "--output-dir", str(tmp_path / "o"))
+    assert_one_line_error(result, "GGUF file not found")
+
+
+@pytest.mark.parametrize("repo_id", ["no-namespace", "a/b/c", "user/bad--name"])
+def test_invalid_repo_id(tmp_path, model_dir, repo_id):
+    result = invoke("--model", str(model_dir), "--sparsity", "0.5", "--repo-id", repo_id, "--dry-run",
+                    "--output-dir", str(tmp_path / "o"))
+    assert_one_line_error(result, "not a valid Hub repo id")
+
+
+def test_non_empty_folder_that_is_not_a_run_is_never_deleted(tmp_path, model_dir):
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("do not delete")
+    result = invoke(
+        "--model", str(model_dir), "--sparsity", "0.5", "--dry-run", "--overwrite", "--output-dir", str(precious)
+    )
+    assert_one_line_error(result, "not a publish-pruned run folder")
+    assert (precious / "thesis.tex").read_text() == "do not delete"
+
+
+def test_ctrl_c_during_pruning_leaves_nothing_looking_complete(tmp_path, model_dir, monkeypatch):
+    out = tmp_path / "run"
+    original = prune.METHODS["magnitude"]
+
+    def interrupted(layers, request, done):
+        original.prune(layers[:3], request, done)
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(
+        prune.METHODS,
+        "magnitude",
+        original.__class__(original.name, original.description, original.needs_calibration, interrupted),
+    )
+    result = invoke("--model", str(model_dir), "--sparsity", "0.5", "--dry-run", "--output-dir", str(out))
+    assert_one_line_error(result, "interrupted", code=130)
+    assert not (out / "model.safetensors").exists()
+    assert not (out / "results.json").exists() and not (out / "README.md").exists()
+    assert not (out / ".publish-pruned" / "prune.json").exists()
+
+    monkeypatch.setitem(prune.METHODS, "magnitude", original)
+    resumed = invoke("--model", str(model_dir), "--sparsity", "0.5", "--dry-run", "-q", "--output-dir", str(out))
+    assert resumed.exit_code == 0, resumed.output
+    assert (out / "model.safetensors").exists() and (out / "README.md").exists()

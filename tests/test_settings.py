@@ -1,0 +1,39 @@
+import pytest
+
+from publisher.errors import SettingsError
+from publisher.settings import RunSettings, validate_repo_id
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 1.0, -0.1, 1.5])
+def test_sparsity_outside_open_interval_is_rejected(sparsity):
+    with pytest.raises(SettingsError, match="strictly between 0 and 1"):
+        RunSettings(model="org/m", sparsity=sparsity)
+
+
+def test_default_repo_name_follows_the_study_convention():
+    s = RunSettings(model="google/gemma-2-9b-it", sparsity=0.5)
+    assert s.repo_name("alice") == "alice/gemma-2-9b-it-magnitude-s50"
+    assert s.repo_name("alice", "pia") == "alice/gemma-2-9b-it-magnitude-s50-pia"
+    assert (
+        RunSettings(model="x.gguf", sparsity=0.1, base_model_id="Org/Small-LM").repo_name("u")
+        == "u/small-lm-magnitude-s10"
+    )
+
+
+@pytest.mark.parametrize("bad", ["noslash", "a/b/c", "a/b--c", "a/-b", "a/b.git", "a/" + "x" * 97, "a/b c"])
+def test_invalid_repo_ids_are_rejected(bad):
+    with pytest.raises(SettingsError, match="not a valid Hub repo id"):
+        validate_repo_id(bad)
+
+
+def test_prune_key_changes_with_anything_that_changes_the_weights():
+    base = RunSettings(model="org/m", sparsity=0.5)
+    keys = {
+        base.prune_key("hub:org/m@abc"),
+        base.prune_key("hub:org/m@def"),
+        RunSettings(model="org/m", sparsity=0.3).prune_key("hub:org/m@abc"),
+        RunSettings(model="org/m", sparsity=0.5, tie_policy="threshold").prune_key("hub:org/m@abc"),
+        RunSettings(model="org/m", sparsity=0.5, dtype="bfloat16").prune_key("hub:org/m@abc"),
+    }
+    assert len(keys) == 5
+    assert base.prune_key("x") == RunSettings(model="org/m", sparsity=0.5, device="cuda").prune_key("x")

@@ -1,0 +1,70 @@
+"""Tiny random models built from configs, one per supported architecture, saved as transformers folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers.models.gemma2 import Gemma2Config
+from transformers.models.llama import LlamaConfig
+from transformers.models.mistral import MistralConfig
+from transformers.models.phi3 import Phi3Config
+from transformers.models.qwen2 import Qwen2Config
+
+SHARED = Path(os.environ.get("PUBLISH_PRUNED_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+STORIES = SHARED / "models" / "stories260K"
+
+_COMMON = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+)
+
+CONFIGS = {
+    "llama": lambda: LlamaConfig(**_COMMON),
+    "mistral": lambda: MistralConfig(**_COMMON),
+    "gemma2": lambda: Gemma2Config(**_COMMON, head_dim=8),
+    "phi3": lambda: Phi3Config(**_COMMON, pad_token_id=0, bos_token_id=0, eos_token_id=127),
+    "qwen2": lambda: Qwen2Config(**_COMMON),
+}
+
+
+def build_model(arch: str, seed: int = 0, dtype: torch.dtype = torch.float32):
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(CONFIGS[arch](), dtype=dtype).eval()
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over 128 ids, enough to save and reload with the model."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {f"w{i}": i for i in range(126)} | {"<unk>": 126, "<eos>": 127}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>")
+
+
+def save_tiny_model(arch: str, folder: Path, *, seed: int = 0, readme: str | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    build_model(arch, seed).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    if readme is not None:
+        (folder / "README.md").write_text(readme)
+    return folder
+
+
+def expected_prunable(arch: str) -> int:
+    """Linear weights inside decoder blocks, counted from the config (independently of the code under test)."""
+    c = CONFIGS[arch]()
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    q = c.hidden_size * c.num_attention_heads * head_dim
+    kv = 2 * c.hidden_size * c.num_key_value_heads * head_dim
+    o = c.num_attention_heads * head_dim * c.hidden_size
+    mlp = 3 * c.hidden_size * c.intermediate_size
+    return c.num_hidden_layers * (q + kv + o + mlp)
