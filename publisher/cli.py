@@ -195,8 +195,8 @@ def summary_text(outcome) -> str:
         lines.append(f"  published        {publish.url} @ {publish.commit[:12]} ({state}; "
                      f"{publish.verified_files} files verified)")
         if outcome.local_dir is not None:
-            lines.append(f"  local hub        data in {outcome.local_dir}/ — browse it again with "
-                         f"`publish-pruned hub serve --root {outcome.local_dir}`")
+            lines.append(f"  local hub        data in {outcome.local_dir}/ — serve it again with "
+                         f"`HF_TOKEN=<any secret> publish-pruned hub serve --root {outcome.local_dir}`")
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.repocard import metadata_load
 
@@ -134,7 +134,12 @@ def _resolve_hub(settings: RunSettings, *, endpoint: str | None, token: str | No
     with _hub_errors(repo_id, settings.revision):
         info = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=settings.revision)
     _check_weight_files([s.rfilename for s in info.siblings or []], repo_id, settings.trust_pickled_weights)
-    meta = _metadata_fields((info.card_data.to_dict() if info.card_data else None) or {})
+    card = info.card_data.to_dict() if info.card_data else None
+    if card is None and any(s.rfilename == "README.md" for s in info.siblings or []):
+        with _hub_errors(repo_id, settings.revision):
+            readme = hf_hub_download(repo_id, "README.md", revision=info.sha, endpoint=endpoint, token=token)
+        card = metadata_load(readme)
+    meta = _metadata_fields(card or {})
     return ResolvedSource(
         kind="hub", reference=repo_id, local_path=None, gguf_file=None, revision=info.sha,
         content_sha256=None, base_model_id=settings.base_model_id or repo_id, **meta,
@@ -213,16 +218,38 @@ def load_model(source: ResolvedSource, folder: Path, settings: RunSettings):
         kwargs["gguf_file"] = source.gguf_file
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-        model_kwargs = dict(kwargs, dtype=torch_dtype(settings.dtype))
-        if not source.gguf_file:  # True = refuse pickles; None = prefer safetensors, allow trusted .bin
-            model_kwargs["use_safetensors"] = None if settings.trust_pickled_weights else True
-        model = AutoModelForCausalLM.from_pretrained(folder, **model_kwargs)
+        if source.gguf_file:  # dequantized to float32 by transformers; cast afterwards
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype="float32", **kwargs)
+        else:  # use_safetensors: True refuses pickles; None prefers safetensors and allows trusted .bin
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, dtype=torch_dtype(settings.dtype),
+                use_safetensors=None if settings.trust_pickled_weights else True, **kwargs,
+            )
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelSourceError(f"cannot load {source.reference}: {first_line}") from None
+    if source.gguf_file:
+        _detach_gguf_quantizer(model, source)
+        if settings.dtype != "auto":
+            model.to(torch_dtype(settings.dtype))
     model.to(check_device(settings.device))
     model.eval()
     return model, tokenizer
+
+
+def _detach_gguf_quantizer(model, source: ResolvedSource) -> None:
+    """A GGUF loaded for pruning is dequantized into plain Linear weights; drop the marker that says otherwise.
+
+    transformers keeps its GGUF quantizer attached even when it fell back to dequantizing, and then refuses
+    to save. We check that every weight really is a plain float tensor before detaching it.
+    """
+    import torch
+
+    packed = [n for n, p in model.named_parameters() if not torch.is_floating_point(p)]
+    if packed:
+        raise ModelSourceError(f"{source.reference}: GGUF weights stayed packed ({packed[0]}); cannot prune them")
+    model.hf_quantizer = None
+    model.config.__dict__.pop("quantization_config", None)
 
 
 def save_checkpoint(model, tokenizer, folder: Path, *, shard_size: str) -> list[str]:
