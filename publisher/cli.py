@@ -58,6 +58,45 @@ def method_names() -> list[str]:
     return sorted(METHODS)
 
 
+def hub_options(fn):
+    """Where to publish: shared by the main command and `push`."""
+    options = [
+        click.option("--repo-id", envvar="PUBLISH_PRUNED_REPO_ID",
+                     help="Target repo [default: <you>/<base-name>-<method>-s<NN>[-<suffix>]]."),
+        click.option("--private", is_flag=True, help="Create the Hub repo private."),
+        click.option("--dry-run", is_flag=True, help="Do everything but write to the Hub."),
+        click.option("--hub", "hub_mode", type=click.Choice(["hub", "local"]), default="hub",
+                     envvar="PUBLISH_PRUNED_HUB",
+                     help="local: start the bundled Hub emulator and publish there (a rehearsal, no token)."),
+        click.option("--hub-dir", type=click.Path(path_type=Path), default=Path("local-hub"),
+                     help="Where --hub local keeps its repos."),
+        click.option("--hub-endpoint", envvar="HF_ENDPOINT", help="Hub URL [default: https://huggingface.co]."),
+        click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def publish_target(opts: dict):
+    from .runner import PublishTarget
+
+    return PublishTarget(
+        mode=opts["hub_mode"], endpoint=opts["hub_endpoint"], local_dir=opts["hub_dir"], dry_run=opts["dry_run"],
+        private=opts["private"], repo_id=opts["repo_id"] and validate_repo_id(opts["repo_id"]),
+        suffix=opts.get("suffix"),
+    )
+
+
+def report(outcome, as_json: bool) -> None:
+    for warning in outcome.run.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if as_json:
+        print_json(summary_data(outcome))
+    else:
+        click.echo(redact(summary_text(outcome)))
+
+
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"],
                                                              "show_default": True})
 @click.option("--model", envvar="PUBLISH_PRUNED_MODEL", help="Base model: a Hub id, a local transformers folder, "
@@ -70,29 +109,19 @@ def method_names() -> list[str]:
 @click.option("--seed", type=int, default=42, help="Seed of random masks.")
 @click.option("--revision", help="Branch, tag or commit of a Hub base model (default: main, pinned to its commit).")
 @click.option("--base-model-id", help="Hub id of a local/GGUF base model, for the card's base_model and repo name.")
-@click.option("--repo-id", envvar="PUBLISH_PRUNED_REPO_ID",
-              help="Target repo [default: <you>/<base-name>-<method>-s<NN>[-<suffix>]].")
 @click.option("--suffix", help="Appended to the default repo name, e.g. 'pia'.")
 @click.option("--output-dir", type=click.Path(path_type=Path), help="Run folder [default: ./runs/<repo-name>].")
 @click.option("--overwrite", is_flag=True, help="Replace an output folder that holds a different run.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="auto", help="Weights dtype (auto: as the checkpoint).")
 @click.option("--device", default="cpu", envvar="PUBLISH_PRUNED_DEVICE", help="torch device: cpu, cuda, mps...")
 @click.option("--shard-size", default="5GB", help="Largest safetensors shard.")
-@click.option("--private", is_flag=True, help="Create the Hub repo private.")
-@click.option("--dry-run", is_flag=True, help="Do everything but write to the Hub: checkpoint, results.json and "
-              "the card land in the output folder.")
-@click.option("--hub", "hub_mode", type=click.Choice(["hub", "local"]), default="hub", envvar="PUBLISH_PRUNED_HUB",
-              help="local: start the bundled Hub emulator and publish there (a rehearsal, no token needed).")
-@click.option("--hub-dir", type=click.Path(path_type=Path), default=Path("local-hub"),
-              help="Where --hub local keeps its repos.")
-@click.option("--hub-endpoint", envvar="HF_ENDPOINT", help="Hub URL [default: https://huggingface.co].")
 @click.option("--card-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML with paper title, authors, arXiv id, BibTeX, code URL, extra caveats.")
 @click.option("--template", "template_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of card templates overriding the bundled ones (any subset).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code to run.")
 @click.option("--trust-pickled-weights", is_flag=True, help="Allow pickled .bin weights (can run arbitrary code).")
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+@hub_options
 @click.option("-v", "--verbose", count=True, help="More logging; -v shows tracebacks of internal errors.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars; only the final summary lines.")
 @click.version_option(package_name="publish-pruned")
@@ -125,7 +154,7 @@ def main(ctx: click.Context, **opts) -> None:
 def run_main(opts: dict) -> None:
     from .card import load_card_settings
     from .pipeline import RunOptions
-    from .runner import PublishTarget, run_and_publish
+    from .runner import run_and_publish
 
     settings = RunSettings(
         model=opts["model"], sparsity=opts["sparsity"], method=opts["method"], revision=opts["revision"],
@@ -133,24 +162,12 @@ def run_main(opts: dict) -> None:
         base_model_id=opts["base_model_id"], trust_remote_code=opts["trust_remote_code"],
         trust_pickled_weights=opts["trust_pickled_weights"], shard_size=opts["shard_size"],
     )
-    if opts["repo_id"]:
-        validate_repo_id(opts["repo_id"])
-    target = PublishTarget(
-        mode=opts["hub_mode"], endpoint=opts["hub_endpoint"], local_dir=opts["hub_dir"], dry_run=opts["dry_run"],
-        private=opts["private"], repo_id=opts["repo_id"], suffix=opts["suffix"],
-    )
     options = RunOptions(
         output_dir=opts["output_dir"], command=" ".join(shlex.quote(a) for a in ["publish-pruned", *sys.argv[1:]]),
         card=load_card_settings(opts["card_config"]), template_dir=opts["template_dir"],
         overwrite=opts["overwrite"], progress=not (opts["quiet"] or opts["as_json"]), endpoint=opts["hub_endpoint"],
     )
-    outcome = run_and_publish(settings, target, options)
-    for warning in outcome.run.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    if opts["as_json"]:
-        print_json(summary_data(outcome))
-    else:
-        click.echo(redact(summary_text(outcome)))
+    report(run_and_publish(settings, publish_target(opts), options), opts["as_json"])
 
 
 def summary_data(outcome) -> dict:
@@ -231,6 +248,48 @@ def card_render(ctx: click.Context, results_file: Path, card_config: Path | None
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(str(target))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@hub_options
+@click.pass_context
+def push(ctx: click.Context, run_dir: Path, **opts) -> None:
+    """Publish a finished run folder as it is: one verified commit, nothing recomputed.
+
+    \b
+    publish-pruned push runs/gemma-2-9b-it-magnitude-s50
+    publish-pruned push runs/x --hub local
+    """
+    from .runner import push_existing_run
+
+    try:
+        report(push_existing_run(run_dir, publish_target(opts)), opts["as_json"])
+    except (PublishPrunedError, KeyboardInterrupt, Exception) as exc:
+        fail(exc, bool(ctx.obj["verbose"]))
+
+
+@card.command("lint")
+@click.argument("card_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--results", "results_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="results.json to check the card's figures against [default: beside the card, if present].")
+@click.pass_context
+def card_lint(ctx: click.Context, card_file: Path, results_file: Path | None) -> None:
+    """Check a card offline: front matter, license, base_model, research-only tag and warning, figures.
+
+    \b
+    publish-pruned card lint runs/x/README.md
+    """
+    from .card.lint import lint_card
+    from .results import read_results
+
+    try:
+        beside = card_file.with_name("results.json")
+        results_file = results_file or (beside if beside.is_file() else None)
+        lint_card(card_file.read_text(), read_results(results_file) if results_file else None)
+    except (PublishPrunedError, Exception) as exc:
+        fail(exc, bool(ctx.obj["verbose"]))
+    click.echo(f"{card_file}: ok" + (f" (figures match {results_file})" if results_file else ""))
 
 
 @main.group()

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .card.lint import lint_card
-from .errors import HubAuthError
+from .errors import HubAuthError, OutputDirError
 from .hub.publish import PublishRecord, check_write_access, publish_run
-from .pipeline import STATE_DIR, RunOptions, RunOutcome, run_pipeline
-from .results import write_json_atomic
+from .model_io import digest_files
+from .pipeline import CARD_FILE, STATE_DIR, RunOptions, RunOutcome, run_pipeline
+from .results import RESULTS_FILE, read_results, write_json_atomic
 from .settings import RunSettings, validate_repo_id
 
 log = logging.getLogger(__name__)
@@ -78,12 +79,49 @@ def run_and_publish(settings: RunSettings, target: PublishTarget, options: RunOp
             options.output_dir = Path("runs") / repo_id.split("/")[1]
         options.repo_id = repo_id
         run = run_pipeline(settings, options)
-        lint_card(run.card_path.read_text(), run.results)
-        if target.dry_run:
-            return Outcome(run, repo_id, None, target.mode, None)
-        message = (f"Publish {settings.method} pruning at {settings.sparsity:.0%} target "
-                   f"({run.results.sparsity.actual_sparsity:.2%} actual)")
-        record = publish_run(api, repo_id, run.output_dir, run.files, private=target.private, message=message,
-                             description=f"Made with publish-pruned from {run.results.source.identity}")
-        write_json_atomic(run.output_dir / STATE_DIR / "publish.json", dataclasses.asdict(record))
-        return Outcome(run, repo_id, record, target.mode, target.local_dir if target.mode == "local" else None)
+        return _lint_and_push(api, repo_id, run, target)
+
+
+def push_existing_run(folder: Path, target: PublishTarget) -> Outcome:
+    """Publish a finished run folder as it is (`publish-pruned push DIR`): nothing is recomputed.
+
+    The checkpoint must still match the sha256 recorded in `results.json`, and the card must pass lint.
+    """
+    run = load_run(folder)
+    with hub_connection(target) as (api, namespace):
+        stored = run.results.settings.get("repo_id") or ""
+        if target.repo_id:
+            repo_id = target.repo_id
+        elif stored and not stored.startswith(f"{PLACEHOLDER_NAMESPACE}/"):
+            repo_id = stored
+        else:  # a dry run made without a token: put it under the token's owner
+            repo_id = f"{namespace or PLACEHOLDER_NAMESPACE}/{stored.split('/')[-1] or folder.name}"
+        return _lint_and_push(api, validate_repo_id(repo_id), run, target)
+
+
+def load_run(folder: Path) -> RunOutcome:
+    """A finished run folder, with its files checked against the digests in its results."""
+    results = read_results(folder / RESULTS_FILE)
+    card_path = folder / CARD_FILE
+    if not card_path.is_file():
+        raise OutputDirError(f"{folder} has no {CARD_FILE}; render it with `publish-pruned card render`")
+    current = digest_files(folder, sorted(results.files))
+    changed = [name for name, digest in results.files.items() if current[name] != digest]
+    if changed:
+        raise OutputDirError(f"{folder}/{changed[0]} no longer matches the sha256 recorded in {RESULTS_FILE}")
+    files = dict(current)
+    files.update(digest_files(folder, [RESULTS_FILE, CARD_FILE]))
+    return RunOutcome(folder, card_path, results, files, skipped=["prune", "sparsity", "card"], warnings=[])
+
+
+def _lint_and_push(api, repo_id: str, run: RunOutcome, target: PublishTarget) -> Outcome:
+    lint_card(run.card_path.read_text(), run.results)
+    if target.dry_run:
+        return Outcome(run, repo_id, None, target.mode, None)
+    results = run.results
+    message = (f"Publish {results.pruning.method} pruning at {results.pruning.target_sparsity:.0%} target "
+               f"({results.sparsity.actual_sparsity:.2%} actual)")
+    record = publish_run(api, repo_id, run.output_dir, run.files, private=target.private, message=message,
+                         description=f"Made with publish-pruned from {results.source.identity}")
+    write_json_atomic(run.output_dir / STATE_DIR / "publish.json", dataclasses.asdict(record))
+    return Outcome(run, repo_id, record, target.mode, target.local_dir if target.mode == "local" else None)

@@ -182,3 +182,20 @@ def test_unusable_hub_models_are_refused_in_one_line(hub_with_org, tmp_path, mod
         "--output-dir", str(tmp_path / "run")])
     assert result.exit_code == 2 and message in result.stderr, result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_push_publishes_a_dry_run_under_the_token_owner_and_refuses_a_tampered_one(hub, model_dir, tmp_path):
+    out = tmp_path / "run"
+    dry = CliRunner().invoke(main, ["--model", str(model_dir), "--sparsity", "0.5", "--dry-run", "-q",
+                                    "--output-dir", str(out), "--base-model-id", "test-org/tiny"])
+    assert dry.exit_code == 0, dry.output
+    pushed = CliRunner(env={"HF_TOKEN": HUB_WRITE_TOKEN}).invoke(
+        main, ["push", str(out), "--hub-endpoint", hub.url, "--json"])
+    assert pushed.exit_code == 0, pushed.output
+    assert json.loads(pushed.stdout)["repo_id"] == f"{HUB_USER}/tiny-magnitude-s50"
+
+    (out / "config.json").write_text((out / "config.json").read_text() + " ")
+    tampered = CliRunner(env={"HF_TOKEN": HUB_WRITE_TOKEN}).invoke(
+        main, ["push", str(out), "--hub-endpoint", hub.url, "--repo-id", f"{HUB_USER}/other"])
+    assert tampered.exit_code == 2 and "no longer matches the sha256" in tampered.stderr
+    assert not HfApi(endpoint=hub.url, token=HUB_WRITE_TOKEN).repo_exists(f"{HUB_USER}/other")

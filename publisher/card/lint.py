@@ -9,7 +9,7 @@ import yaml
 
 from ..errors import CardError
 from ..results import Results
-from .render import RESEARCH_ONLY_TAG
+from .render import RESEARCH_ONLY_TAG, metric_rows
 
 REQUIRED_KEYS = ("license", "library_name", "pipeline_tag", "tags")
 
@@ -36,8 +36,21 @@ def lint_card(text: str, results: Results | None = None) -> None:
     if "{{" in text or "{%" in text:
         problems.append("unrendered template syntax")
     if results is not None:
-        actual = f"{100 * results.sparsity.actual_sparsity:.2f} %"
-        if actual not in body:
-            problems.append(f"actual sparsity {actual} from results.json not shown in the card")
+        shown = _results_table(body)
+        for row in metric_rows(results):
+            if shown.get(row.metric) != row.value:
+                problems.append(f"{row.metric}: results.json says {row.value}, the card's results table says "
+                                f"{shown.get(row.metric, 'nothing')}")
     if problems:
         raise CardError("card lint failed: " + "; ".join(problems))
+
+
+def _results_table(body: str) -> dict[str, str]:
+    """metric → value from the table under '## Results'."""
+    section = body.split("\n## Results", 1)[-1].split("\n## ", 1)[0] if "\n## Results" in body else ""
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) >= 2 and cells[0] not in ("metric", "") and set(cells[1]) != {"-"}:
+            rows[cells[0]] = cells[1]
+    return rows

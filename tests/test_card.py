@@ -1,0 +1,73 @@
+"""The card: rendering errors that name their template, lint that catches what the Hub would reject."""
+
+import pytest
+from click.testing import CliRunner
+from tiny_models import save_tiny_model
+
+from publisher.cli import main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    base = tmp_path_factory.mktemp("card")
+    model = save_tiny_model("llama", base / "base", readme="---\nlicense: gemma\nlanguage: en\n---\n")
+    result = CliRunner().invoke(main, ["--model", str(model), "--sparsity", "0.5", "--dry-run", "-q",
+                                       "--output-dir", str(base / "run"), "--base-model-id", "google/tiny"])
+    assert result.exit_code == 0, result.output
+    return base / "run"
+
+
+def lint(path, *extra):
+    return CliRunner().invoke(main, ["card", "lint", str(path), *extra])
+
+
+def test_a_fresh_card_passes_lint_against_its_results(run_dir):
+    result = lint(run_dir / "README.md")
+    assert result.exit_code == 0 and "figures match" in result.stdout
+
+
+@pytest.mark.parametrize(("edit", "problem"), [
+    (lambda t: t.replace("- research-only\n", ""), "tag 'research-only' missing"),
+    (lambda t: t.replace("Research use only", "Use freely"), "research-only warning missing"),
+    (lambda t: t.replace("| actual sparsity | 50.00 % |", "| actual sparsity | 49.00 % |"),
+     "results.json says 50.00 %, the card's results table says 49.00 %"),
+    (lambda t: t.replace("base_model: google/tiny", "base_model: /home/me/tiny"), "is not a Hub id"),
+    (lambda t: t.replace("license: gemma", "license_link: x"), "lacks 'license'"),
+    (lambda t: t + "\n{{ leftover }}\n", "unrendered template syntax"),
+])
+def test_lint_names_what_is_wrong(run_dir, tmp_path, edit, problem):
+    card = tmp_path / "README.md"
+    card.write_text(edit((run_dir / "README.md").read_text()))
+    result = lint(card, "--results", str(run_dir / "results.json"))
+    assert result.exit_code == 2 and problem in result.stderr, result.output
+
+
+def test_a_template_with_an_undefined_value_names_template_and_line(run_dir, tmp_path):
+    templates = tmp_path / "templates" / "partials"
+    templates.mkdir(parents=True)
+    (templates / "links.md.j2").write_text("line one\n{{ r.source.no_such_field }}\n")
+    result = CliRunner().invoke(main, ["card", "render", str(run_dir / "results.json"), "--template",
+                                       str(tmp_path / "templates"), "-o", str(tmp_path / "out.md")])
+    assert result.exit_code == 2
+    assert "no_such_field" in result.stderr and "links.md.j2, line 2" in result.stderr
+
+
+def test_unknown_card_config_keys_are_named(run_dir, tmp_path):
+    config = tmp_path / "card.yaml"
+    config.write_text("paper_title: X\narxiv: 2605.08137\n")
+    result = CliRunner().invoke(main, ["card", "render", str(run_dir / "results.json"), "--card-config",
+                                       str(config), "-o", str(tmp_path / "out.md")])
+    assert result.exit_code == 2 and "unknown keys: arxiv" in result.stderr
+
+
+def test_card_config_adds_paper_citation_and_arxiv_tag(run_dir, tmp_path):
+    config = tmp_path / "card.yaml"
+    config.write_text("paper_title: Weight Pruning Amplifies Bias\narxiv_id: '2605.08137'\n"
+                      "bibtex: |\n  @inproceedings{rath2026pruning, title={Weight Pruning Amplifies Bias}}\n")
+    out = tmp_path / "out.md"
+    result = CliRunner().invoke(main, ["card", "render", str(run_dir / "results.json"), "--card-config",
+                                       str(config), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "- arxiv:2605.08137" in text and "@inproceedings{rath2026pruning" in text
+    assert "license: gemma" in text and "[arXiv:2605.08137](https://arxiv.org/abs/2605.08137)" in text
