@@ -236,13 +236,13 @@ def card_render(ctx: click.Context, results_file: Path, card_config: Path | None
     \b
     publish-pruned card render runs/x/results.json
     """
-    from .card import load_card_settings, render_card
+    from .card import load_card_settings, write_card
     from .results import read_results
 
     try:
-        text, warnings = render_card(read_results(results_file), load_card_settings(card_config), template_dir)
-        target = output or results_file.with_name("README.md")
-        target.write_text(text)
+        results = read_results(results_file)
+        target, _, warnings = write_card(results, load_card_settings(card_config), results_file.parent,
+                                         template_dir, card_file=output)
     except (PublishPrunedError, KeyboardInterrupt, Exception) as exc:
         fail(exc, bool(ctx.obj["verbose"]))
     for warning in warnings:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .card import CardSettings, render_card
+from .card import CardSettings, write_card
 from .environment import environment, tool_info
 from .errors import OutputDirError, SettingsError
 from .model_io import ResolvedSource, digest_files, fetch_weights, load_model, resolve_source, save_checkpoint
@@ -161,11 +161,10 @@ def run_pipeline(settings: RunSettings, options: RunOptions) -> RunOutcome:
         command=options.command,
     )
     write_results(folder.root / RESULTS_FILE, results)
-    card_text, warnings = render_card(results, options.card, options.template_dir)
-    (folder.root / CARD_FILE).write_text(card_text)
+    card_path, plots, warnings = write_card(results, options.card, folder.root, options.template_dir)
     options.on_stage("card", "done")
     published = dict(checkpoint_files)
-    published.update(digest_files(folder.root, [RESULTS_FILE, CARD_FILE]))
+    published.update(digest_files(folder.root, [RESULTS_FILE, CARD_FILE, *plots]))
     return RunOutcome(folder.root, folder.root / CARD_FILE, results, published, skipped, warnings)
 
 

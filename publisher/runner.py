@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .card.lint import lint_card
+from .card.plots import PLOTS_DIR
 from .errors import HubAuthError, OutputDirError
 from .hub.publish import PublishRecord, check_write_access, publish_run
 from .model_io import digest_files
@@ -110,7 +111,8 @@ def load_run(folder: Path) -> RunOutcome:
     if changed:
         raise OutputDirError(f"{folder}/{changed[0]} no longer matches the sha256 recorded in {RESULTS_FILE}")
     files = dict(current)
-    files.update(digest_files(folder, [RESULTS_FILE, CARD_FILE]))
+    plots = sorted(str(p.relative_to(folder)) for p in (folder / PLOTS_DIR).glob("*.png"))
+    files.update(digest_files(folder, [RESULTS_FILE, CARD_FILE, *plots]))
     return RunOutcome(folder, card_path, results, files, skipped=["prune", "sparsity", "card"], warnings=[])
 
 

@@ -42,8 +42,9 @@ def sha256(path: Path) -> str:
 
 
 def local_files(out: Path) -> dict[str, str]:
+    """What should be on the Hub: the run folder minus its state and the local-only preview."""
     return {str(p.relative_to(out)): sha256(p) for p in out.rglob("*")
-            if p.is_file() and ".publish-pruned" not in p.parts}
+            if p.is_file() and ".publish-pruned" not in p.parts and p.name != "preview.html"}
 
 
 def test_publish_round_trip_every_file_identical(hub, model_dir, tmp_path):
@@ -62,7 +63,8 @@ def test_publish_round_trip_every_file_identical(hub, model_dir, tmp_path):
                                         cache_dir=tmp_path / "cache"))
     remote = {str(p.relative_to(downloaded)): sha256(p) for p in downloaded.rglob("*") if p.is_file()}
     assert remote == local_files(out)
-    assert {"README.md", "results.json", "model.safetensors", "config.json"} <= set(remote)
+    assert {"README.md", "results.json", "model.safetensors", "config.json", "plots/layer_sparsity.png"} <= set(remote)
+    assert "preview.html" not in remote
     assert json.loads((downloaded / "results.json").read_text())["sparsity"]["actual_sparsity"] == 0.5
     assert not (out / ".publish-pruned" / "publish.json").read_text().count(HUB_WRITE_TOKEN)
 

@@ -21,6 +21,8 @@ from huggingface_hub import ModelCardData
 from ..errors import CardError
 from ..prune import METHODS
 from ..results import Results
+from .plots import write_plots
+from .preview import write_preview
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 RESEARCH_ONLY_TAG = "research-only"
@@ -86,7 +88,23 @@ def card_metadata(results: Results, card: CardSettings) -> tuple[ModelCardData, 
     return data, warnings
 
 
-def render_card(results: Results, card: CardSettings, template_dir: Path | None = None) -> tuple[str, list[str]]:
+def write_card(results: Results, card: CardSettings, folder: Path, template_dir: Path | None = None,
+               card_file: Path | None = None) -> tuple[Path, list[str], list[str]]:
+    """Draw the plots into `folder`, render the card, write it and its `preview.html`.
+
+    Returns (card path, plot paths relative to `folder`, warnings). Only the card and the plots are meant
+    for the Hub; the preview is for the user.
+    """
+    plots = write_plots(results, folder)
+    text, warnings = render_card(results, card, template_dir, plots=plots)
+    card_path = card_file or folder / "README.md"
+    card_path.write_text(text)
+    write_preview(card_path)
+    return card_path, plots, warnings
+
+
+def render_card(results: Results, card: CardSettings, template_dir: Path | None = None,
+                plots: list[str] | None = None) -> tuple[str, list[str]]:
     """Render `model_card.md.j2`; returns the card text and warnings for the user."""
     metadata, warnings = card_metadata(results, card)
     loaders = [jinja2.FileSystemLoader(str(template_dir))] if template_dir else []
@@ -107,6 +125,7 @@ def render_card(results: Results, card: CardSettings, template_dir: Path | None 
         else "",
         "layer_summary": _layer_summary(results),
         "metric_rows": metric_rows(results),
+        "plots": plots or [],
         "weight_files": {n: d for n, d in results.to_json()["files"].items() if n.endswith(".safetensors")},
         "weight_bytes": sum(d.size for n, d in results.files.items() if n.endswith(".safetensors")),
     }
