@@ -251,6 +251,39 @@ def card_render(ctx: click.Context, results_file: Path, card_config: Path | None
 
 
 @main.command()
+@click.option("--model", required=True, help="Hub id, local folder (config.json is enough) or .gguf file.")
+@click.option("--sparsity", type=float, default=0.5, help="Target sparsity for the expected zero count.")
+@click.option("--structure", default="unstructured", help="unstructured or N:M, e.g. 2:4.")
+@click.option("--dtype", type=click.Choice(DTYPES), default="auto", help="Weights dtype for the memory estimate.")
+@click.option("--revision", help="Branch, tag or commit of a Hub model.")
+@click.option("--hub-endpoint", envvar="HF_ENDPOINT", help="Hub URL [default: https://huggingface.co].")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def plan(ctx: click.Context, model: str, sparsity: float, structure: str, dtype: str, revision: str | None,
+         hub_endpoint: str | None, as_json: bool) -> None:
+    """What pruning would do, from the config alone: no weights are downloaded (meta device).
+
+    \b
+    publish-pruned plan --model google/gemma-2-9b-it
+    publish-pruned plan --model ./my-model --structure 2:4 --json
+    """
+    import dataclasses
+
+    from .plan import plan_model, plan_table
+
+    try:
+        RunSettings(model=model, sparsity=sparsity)  # same validation as the main command
+        result = plan_model(model, sparsity, structure=structure, dtype=dtype, revision=revision,
+                            endpoint=hub_endpoint)
+    except (PublishPrunedError, KeyboardInterrupt, Exception) as exc:
+        fail(exc, bool(ctx.obj["verbose"]))
+    if as_json:
+        print_json(dataclasses.asdict(result))
+    else:
+        click.echo(plan_table(result))
+
+
+@main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @hub_options
 @click.pass_context

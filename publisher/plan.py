@@ -1,0 +1,112 @@
+"""`publish-pruned plan`: what pruning a model would do, from its config alone (meta device, no weights).
+
+    >>> p = plan_model("tests/fixtures/configs/gemma-2-9b-it", sparsity=0.5)
+    >>> p.prunable_params
+    8323596288
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import ModelSourceError
+from .prune import METHODS
+from .prune.scope import prunable_linears
+from .prune.structure import parse_structure
+from .settings import validate_repo_id
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+@dataclass
+class Plan:
+    model: str
+    architecture: str
+    dtype: str
+    total_params: int
+    prunable_params: int
+    prunable_matrices: int
+    matrix_kinds: dict[str, int]  # e.g. {"q_proj": 42, ...}
+    sparsity: float
+    structure: str
+    expected_zeros: int
+    weights_bytes: int
+    largest_matrix: int
+    memory_needed_bytes: int  # weights + the largest per-matrix working set of magnitude pruning
+    methods: dict[str, str] = field(default_factory=dict)  # method → "ok" or why it does not apply
+
+
+def load_config(model: str, *, revision: str | None = None, endpoint: str | None = None, token: str | None = None):
+    """A model's config from a folder, a GGUF header or the Hub (config.json only)."""
+    from transformers import AutoConfig
+
+    path = Path(model).expanduser()
+    try:
+        if path.suffix == ".gguf" and path.is_file():
+            return AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+        if path.is_dir():
+            return AutoConfig.from_pretrained(path)
+        from huggingface_hub import hf_hub_download
+
+        validate_repo_id(model, what="--model")
+        config_file = hf_hub_download(model, "config.json", revision=revision, endpoint=endpoint, token=token)
+        return AutoConfig.from_pretrained(Path(config_file).parent)
+    except (OSError, ValueError) as exc:
+        raise ModelSourceError(f"cannot read the config of {model}: {str(exc).splitlines()[0]}") from None
+
+
+def plan_model(model: str, sparsity: float, *, structure: str = "unstructured", dtype: str = "auto",
+               revision: str | None = None, endpoint: str | None = None, token: str | None = None) -> Plan:
+    from transformers import AutoModelForCausalLM
+
+    config = load_config(model, revision=revision, endpoint=endpoint, token=token)
+    if dtype == "auto":
+        dtype = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32")
+        dtype = dtype.removeprefix("torch.")
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    layers = prunable_linears(skeleton)
+    shape = parse_structure(structure)
+    kinds: dict[str, int] = {}
+    for layer in layers:
+        kinds[layer.name.rsplit(".", 1)[-1]] = kinds.get(layer.name.rsplit(".", 1)[-1], 0) + 1
+    sizes = [layer.module.weight.numel() for layer in layers]
+    total = sum(p.numel() for p in skeleton.parameters())
+    bytes_per = DTYPE_BYTES.get(dtype, 4)
+    largest = max(sizes)
+    methods = {}
+    misfit = next((x.name for x in layers if not shape.fits(x.module.in_features)), None)
+    for name, method in sorted(METHODS.items()):
+        if misfit:
+            methods[name] = f"{shape} does not fit {misfit} (in_features not divisible by {shape.m})"
+        elif method.needs_calibration:
+            methods[name] = "ok (needs calibration data)"
+        else:
+            methods[name] = "ok"
+    return Plan(
+        model=model, architecture=type(skeleton).__name__, dtype=dtype, total_params=total,
+        prunable_params=sum(sizes), prunable_matrices=len(layers), matrix_kinds=kinds, sparsity=sparsity,
+        structure=str(shape), expected_zeros=sum(math.floor(n * sparsity) for n in sizes),
+        weights_bytes=total * bytes_per, largest_matrix=largest,
+        # magnitude's working set: |w| as float32 scores + a bool mask for the largest matrix
+        memory_needed_bytes=total * bytes_per + largest * 5, methods=methods,
+    )
+
+
+def plan_table(plan: Plan) -> str:
+    gib = 1024**3
+    lines = [
+        f"{plan.model} ({plan.architecture}, {plan.dtype})",
+        f"  parameters          {plan.total_params:,}",
+        f"  prunable            {plan.prunable_params:,} in {plan.prunable_matrices} matrices "
+        f"({', '.join(f'{k} ×{v}' for k, v in plan.matrix_kinds.items())})",
+        f"  expected zeros      {plan.expected_zeros:,} at {plan.sparsity:.0%} ({plan.structure}, exact-k)",
+        f"  weights             {plan.weights_bytes / gib:.2f} GiB; memory needed ≈ "
+        f"{plan.memory_needed_bytes / gib:.2f} GiB (+ calibration working set for Wanda/SparseGPT)",
+        "  methods             " + "; ".join(f"{k}: {v}" for k, v in plan.methods.items()),
+    ]
+    return "\n".join(lines)
