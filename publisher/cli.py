@@ -72,6 +72,16 @@ def hub_options(fn):
                      help="Where --hub local keeps its repos."),
         click.option("--hub-endpoint", envvar="HF_ENDPOINT", help="Hub URL [default: https://huggingface.co]."),
         click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout."),
+        click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="Read the Hub token from this file [default: HF_TOKEN, then the login cache]."),
+        click.option("--branch", default="main", help="Commit to this branch (created from main; may contain '/')."),
+        click.option("--create-pr", is_flag=True, help="Open a pull request against --branch instead of committing."),
+        click.option("--tag", help="Tag the published commit (may contain '/')."),
+        click.option("--gated", type=click.Choice(["auto", "manual"]), help="Gate access to the repo."),
+        click.option("--collection", help="Add the model to this collection (a slug, or a title: created if missing)."),
+        click.option("--force", is_flag=True, help="Write over a card publish-pruned did not write or another base "
+                     "model's repo; move an existing tag."),
+        click.option("--no-verify-sparsity", is_flag=True, help="Skip re-counting zeros of a downloaded shard."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -79,12 +89,16 @@ def hub_options(fn):
 
 
 def publish_target(opts: dict):
+    from .hub.publish import PushOptions
     from .runner import PublishTarget
 
+    push = PushOptions(branch=opts["branch"], create_pr=opts["create_pr"], tag=opts["tag"], gated=opts["gated"],
+                       collection=opts["collection"], force=opts["force"],
+                       verify_sparsity=not opts["no_verify_sparsity"])
     return PublishTarget(
         mode=opts["hub_mode"], endpoint=opts["hub_endpoint"], local_dir=opts["hub_dir"], dry_run=opts["dry_run"],
         private=opts["private"], repo_id=opts["repo_id"] and validate_repo_id(opts["repo_id"]),
-        suffix=opts.get("suffix"),
+        suffix=opts.get("suffix"), token_file=opts["token_file"], push=push,
     )
 
 
@@ -178,6 +192,13 @@ def summary_data(outcome) -> dict:
         "url": publish.url if publish else None,
         "commit": publish.commit if publish else None,
         "changed": publish.changed if publish else None,
+        "revision": publish.revision if publish else None,
+        "pr_url": publish.pr_url if publish else None,
+        "tag": publish.tag if publish else None,
+        "collection": publish.collection if publish else None,
+        "committed": publish.committed if publish else [],
+        "deleted": publish.deleted if publish else [],
+        "sparsity_check": publish.sparsity_check if publish else None,
         "output_dir": str(outcome.run.output_dir),
         "card": str(outcome.run.card_path),
         "results": str(outcome.run.output_dir / "results.json"),
@@ -209,8 +230,19 @@ def summary_text(outcome) -> str:
         lines.append(f"  dry run          nothing pushed; would publish to {outcome.repo_id}")
     else:
         state = "new commit" if publish.changed else "no change: the Hub already held these files"
-        lines.append(f"  published        {publish.url} @ {publish.commit[:12]} ({state}; "
+        lines.append(f"  published        {publish.url} @ {publish.commit[:12]} on {publish.revision} ({state}; "
                      f"{publish.verified_files} files verified)")
+        if publish.changed:
+            lines.append(f"  committed        {len(publish.committed)} file(s) uploaded or changed"
+                         + (f", {len(publish.deleted)} stale removed" if publish.deleted else ""))
+        if publish.sparsity_check:
+            check = publish.sparsity_check
+            lines.append(f"  re-measured      {check['shard']} from the Hub: {check['zeros']:,} zeros in "
+                         f"{check['layers']} pruned tensors, as recorded")
+        for label, value in (("pull request", publish.pr_url), ("tag", publish.tag),
+                             ("collection", publish.collection)):
+            if value:
+                lines.append(f"  {label:<16} {value}")
         if outcome.local_dir is not None:
             lines.append(f"  local hub        data in {outcome.local_dir}/ — serve it again with "
                          f"`HF_TOKEN=<any secret> publish-pruned hub serve --root {outcome.local_dir}`")
@@ -323,6 +355,115 @@ def card_lint(ctx: click.Context, card_file: Path, results_file: Path | None) ->
     except (PublishPrunedError, Exception) as exc:
         fail(exc, bool(ctx.obj["verbose"]))
     click.echo(f"{card_file}: ok" + (f" (figures match {results_file})" if results_file else ""))
+
+
+@card.command("sync")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Only show each card's diff against the Hub.")
+@click.option("--force", is_flag=True, help="Also replace cards publish-pruned did not write.")
+@click.option("--revision", default="main", help="Branch whose README.md is compared and updated.")
+@click.option("--diff-out", type=click.Path(dir_okay=False, path_type=Path), help="Also write every diff here.")
+@click.option("--hub-endpoint", envvar="HF_ENDPOINT", help="Hub URL [default: https://huggingface.co].")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def card_sync(ctx: click.Context, run_dirs: tuple[Path, ...], dry_run: bool, force: bool, revision: str,
+              diff_out: Path | None, hub_endpoint: str | None, token_file: Path | None) -> None:
+    """Bring the Hub's cards in line with the run folders' (README.md only; a diff per repo).
+
+    \b
+    publish-pruned card sync runs/* --dry-run
+    publish-pruned card sync runs/a runs/b
+    """
+    from huggingface_hub import HfApi
+
+    from .card.lint import lint_card
+    from .hub.auth import resolve_token
+    from .hub.card_sync import load_card_items, sync_cards
+    from .hub.publish import check_write_access
+    from .results import read_results
+
+    try:
+        items = load_card_items(run_dirs)
+        for folder, (_, text) in zip(run_dirs, items, strict=True):
+            lint_card(text, read_results(folder / "results.json"))
+        api = HfApi(endpoint=hub_endpoint, token=resolve_token(token_file))
+        if not dry_run:
+            check_write_access(api)
+        syncs = sync_cards(api, items, dry_run=dry_run, revision=revision, force=force)
+    except (PublishPrunedError, KeyboardInterrupt, Exception) as exc:
+        fail(exc, bool(ctx.obj["verbose"]))
+    diffs = "".join(s.diff for s in syncs)
+    if diff_out is not None:
+        diff_out.write_text(diffs)
+    click.echo(redact(diffs), nl=False)
+    for s in syncs:
+        click.echo(redact(f"{s.status:<12} {s.repo_id}" + (f" @ {s.commit[:12]}" if s.commit else "")
+                          + (f": {s.error}" if s.error else "")), err=True)
+    sys.exit(1 if any(s.status == "error" for s in syncs) else 0)
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--shard", help="Run only shard i of n (1-based), e.g. 2/4.")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the JSON summary here.")
+@click.option("--output-root", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
+              help="Run folders go to <output-root>/<repo-name>.")
+@click.option("--dry-run", is_flag=True, help="Build every artifact and its card; push nothing.")
+@click.option("--rebuild", is_flag=True, help="Also run artifacts the Hub already holds identically.")
+@click.option("--hub-endpoint", envvar="HF_ENDPOINT", help="Hub URL [default: https://huggingface.co].")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path: Path | None, output_root: Path,
+            dry_run: bool, rebuild: bool, hub_endpoint: str | None, token_file: Path | None) -> None:
+    """Publish a grid (models x methods x sparsities) from a YAML manifest; skips what is already published.
+
+    \b
+    publish-pruned release release.yaml --dry-run
+    publish-pruned release release.yaml --shard 2/4 --summary out/summary.json
+    """
+    from huggingface_hub import HfApi
+
+    from .hub.auth import resolve_token
+    from .hub.publish import check_write_access
+    from .pipeline import RunOptions
+    from .release import load_manifest, published_commit, run_release, select_shard, summary_lines, write_summary
+    from .runner import PLACEHOLDER_NAMESPACE, PublishTarget, run_and_publish
+
+    try:
+        plan = load_manifest(manifest)
+        todo = select_shard(plan.artifacts(), shard)
+        push_options, private = plan.push_options()
+        api = HfApi(endpoint=hub_endpoint, token=resolve_token(token_file))
+        namespace = plan.namespace or (None if dry_run else check_write_access(api))
+    except (PublishPrunedError, KeyboardInterrupt, Exception) as exc:
+        fail(exc, bool(ctx.obj["verbose"]))
+    quiet_libraries()
+
+    def published(artifact):
+        if dry_run or rebuild:
+            return None
+        repo_id = artifact.repo_id(namespace)
+        commit = published_commit(api, repo_id, artifact)
+        return (repo_id, commit) if commit else None
+
+    def run_one(artifact):
+        repo_id = artifact.repo_id(namespace or PLACEHOLDER_NAMESPACE)
+        target = PublishTarget(endpoint=hub_endpoint, dry_run=dry_run, private=private,
+                               repo_id=repo_id if namespace else None, suffix=plan.suffix, token_file=token_file,
+                               push=push_options)
+        options = RunOptions(output_dir=output_root / repo_id.split("/")[1], progress=False, endpoint=hub_endpoint,
+                             command=f"publish-pruned release {manifest} # {artifact.key}")
+        return run_and_publish(artifact.settings(), target, options)
+
+    def progress(result) -> None:
+        click.echo(redact(f"{result.status:<10} {result.key} {result.repo_id or ''} {result.error or ''}"), err=True)
+
+    summary = run_release(todo, run_one, published=published, shard=shard, on_result=progress)
+    if summary_path is not None:
+        write_summary(summary_path, summary)
+    click.echo(redact("\n".join(summary_lines(summary))))
+    sys.exit(0 if summary.ok else 3)
 
 
 @main.group()

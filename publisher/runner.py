@@ -12,13 +12,14 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .card.lint import lint_card
 from .card.plots import PLOTS_DIR
 from .errors import HubAuthError, OutputDirError
-from .hub.publish import PublishRecord, check_write_access, publish_run
+from .hub.auth import resolve_token
+from .hub.publish import PublishRecord, PushOptions, check_write_access, publish_run
 from .model_io import digest_files
 from .pipeline import CARD_FILE, STATE_DIR, RunOptions, RunOutcome, run_pipeline
 from .results import RESULTS_FILE, read_results, write_json_atomic
@@ -38,6 +39,8 @@ class PublishTarget:
     private: bool = False
     repo_id: str | None = None
     suffix: str | None = None
+    token_file: Path | None = None  # else HF_TOKEN, else the login cache
+    push: PushOptions = field(default_factory=PushOptions)  # branch, create_pr, tag, gated, collection, force
 
 
 @dataclass
@@ -61,7 +64,7 @@ def hub_connection(target: PublishTarget) -> Iterator[tuple[object | None, str |
             api = HfApi(endpoint=endpoint, token=token)
             yield api, check_write_access(api)
         return
-    api = HfApi(endpoint=target.endpoint)
+    api = HfApi(endpoint=target.endpoint, token=resolve_token(target.token_file))
     try:
         namespace = check_write_access(api)
     except HubAuthError:
@@ -124,6 +127,7 @@ def _lint_and_push(api, repo_id: str, run: RunOutcome, target: PublishTarget) ->
     message = (f"Publish {results.pruning.method} pruning at {results.pruning.target_sparsity:.0%} target "
                f"({results.sparsity.actual_sparsity:.2%} actual)")
     record = publish_run(api, repo_id, run.output_dir, run.files, private=target.private, message=message,
-                         description=f"Made with publish-pruned from {results.source.identity}")
+                         description=f"Made with publish-pruned from {results.source.identity}",
+                         results=results, options=target.push)
     write_json_atomic(run.output_dir / STATE_DIR / "publish.json", dataclasses.asdict(record))
     return Outcome(run, repo_id, record, target.mode, target.local_dir if target.mode == "local" else None)

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -428,3 +429,162 @@ def test_chunked_request_body_is_accepted(hub: HubEmulator) -> None:
     conn.request("GET", f"/api/models/{REPO}/refs")  # same kept-alive connection
     assert json.loads(conn.getresponse().read())["tags"][0]["name"] == "v0"
     conn.close()
+
+
+# ---------------------------------------------------------------------- settings, collections, refs with '/'
+
+
+def test_gated_and_visibility_settings(hub: HubEmulator) -> None:
+    api = write_api(hub)
+    api.create_repo(REPO)
+    assert api.model_info(REPO).gated is False
+    api.update_repo_settings(REPO, gated="manual")
+    assert api.model_info(REPO).gated == "manual"
+    api.update_repo_settings(REPO, gated=False, private=True)
+    info = api.model_info(REPO)
+    assert info.gated is False and info.private is True
+    assert not HfApi(endpoint=hub.url, token=False).repo_exists(REPO)
+    with pytest.raises(HfHubHTTPError) as excinfo:
+        HfApi(endpoint=hub.url, token=READ_TOKEN).update_repo_settings(REPO, gated="auto")
+    assert excinfo.value.response.status_code == 403
+    status, _, _ = raw_request(f"{hub.url}/api/models/{REPO}/settings", "PUT", b'{"gated": "yes"}', WRITE_TOKEN)
+    assert status == 400
+
+
+def test_collections_create_find_add_once_and_delete(hub: HubEmulator) -> None:
+    api = write_api(hub)
+    api.create_repo(REPO)
+    created = api.create_collection("Pruned models", description="tiny")
+    assert created.slug.startswith(f"{USER}/pruned-models-") and created.items == [] and created.position == 0
+    again = api.create_collection("Pruned models", exists_ok=True)
+    assert again.slug == created.slug
+    with pytest.raises(HfHubHTTPError) as excinfo:
+        api.create_collection("Pruned models")
+    assert excinfo.value.response.status_code == 409
+
+    updated = api.add_collection_item(created.slug, item_id=REPO, item_type="model", note="s50")
+    assert [(i.item_id, i.item_type, i.note) for i in updated.items] == [(REPO, "model", "s50")]
+    api.add_collection_item(created.slug, item_id=REPO, item_type="model", exists_ok=True)
+    with pytest.raises(HfHubHTTPError) as excinfo:
+        api.add_collection_item(created.slug, item_id=REPO, item_type="model")
+    assert excinfo.value.response.status_code == 409
+    with pytest.raises(HfHubHTTPError) as excinfo:
+        api.add_collection_item(created.slug, item_id=f"{USER}/missing", item_type="model")
+    assert excinfo.value.response.status_code == 404
+
+    listed = list(api.list_collections(owner=USER))
+    assert [c.slug for c in listed] == [created.slug] and listed[0].position == 0
+    assert [c.slug for c in api.list_collections(item=f"models/{REPO}")] == [created.slug]
+    assert list(api.list_collections(owner="someone-else")) == []
+    item = api.get_collection(created.slug).items[0]
+    api.delete_collection_item(created.slug, item.item_object_id)
+    assert api.get_collection(created.slug).items == []
+
+    private = api.create_collection("Hidden", private=True)
+    assert [c.title for c in HfApi(endpoint=hub.url, token=False).list_collections(owner=USER)] == ["Pruned models"]
+    with pytest.raises(HfHubHTTPError):
+        HfApi(endpoint=hub.url, token=False).get_collection(private.slug)
+    with pytest.raises(HfHubHTTPError) as excinfo:
+        HfApi(endpoint=hub.url, token=READ_TOKEN).delete_collection(created.slug)
+    assert excinfo.value.response.status_code == 403
+    api.delete_collection(created.slug)
+    api.delete_collection(created.slug, missing_ok=True)
+    assert [c.title for c in api.list_collections(owner=USER)] == ["Hidden"]
+
+
+def test_tags_and_branches_with_slashes_round_trip(hub: HubEmulator, tmp_path: Path) -> None:
+    api = write_api(hub)
+    api.create_repo(REPO)
+    head = api.upload_file(path_or_fileobj=b"v1", path_in_repo="notes.txt", repo_id=REPO).oid
+    api.create_tag(REPO, tag="release/2026/s50", revision=head)
+    api.create_branch(REPO, branch="exp/a/b", revision="release/2026/s50")
+    refs = api.list_repo_refs(REPO)
+    assert [(t.name, t.ref) for t in refs.tags] == [("release/2026/s50", "refs/tags/release/2026/s50")]
+    assert {b.name: b.target_commit for b in refs.branches}["exp/a/b"] == head
+    path = hf_hub_download(REPO, "notes.txt", revision="release/2026/s50", endpoint=hub.url, cache_dir=tmp_path)
+    assert Path(path).read_bytes() == b"v1"
+    with pytest.raises(HfHubHTTPError) as excinfo:
+        api.create_tag(REPO, tag="release/2026/s50")
+    assert excinfo.value.response.status_code == 409
+    api.delete_tag(REPO, tag="release/2026/s50")
+    assert api.list_repo_refs(REPO).tags == []
+
+
+def test_commit_changes_and_request_log(hub: HubEmulator) -> None:
+    from publisher.emulator import RepoId
+
+    api = write_api(hub)
+    api.create_repo(REPO)
+    first = api.upload_file(path_or_fileobj=b"a", path_in_repo="a.txt", repo_id=REPO).oid
+    second = api.create_commit(REPO, [CommitOperationAdd("a.txt", b"b"), CommitOperationAdd("c.txt", b"c")],
+                               commit_message="two").oid
+    repo = RepoId("model", *REPO.split("/"))
+    assert hub.storage.changed_paths(repo, first) == {"a.txt": "added"}
+    assert hub.storage.changed_paths(repo, second) == {"a.txt": "modified", "c.txt": "added"}
+    commits = [r for r in hub.requests if r.path.endswith("/commit/main")]
+    assert [(r.method, r.status) for r in commits] == [("POST", 200), ("POST", 200)]
+    assert all("?" not in r.path for r in hub.requests)
+
+
+# ---------------------------------------------------------------------- fault injection
+
+
+def test_status_fault_answers_then_expires_and_filters_by_method(hub: HubEmulator) -> None:
+    fault = hub.faults.add(r"/api/whoami-v2$", kind="status", status=503, times=2, method="GET")
+    hub.faults.add(r"/api/whoami-v2$", kind="status", status=500, method="POST")  # never matches a GET
+    for _ in range(2):
+        status, headers, body = raw_request(f"{hub.url}/api/whoami-v2", token=WRITE_TOKEN)
+        assert status == 503 and headers["Retry-After"] == "0" and "injected" in json.loads(body)["error"]
+    assert fault.fired == 2 and fault.spent
+    status, _, _ = raw_request(f"{hub.url}/api/whoami-v2", token=WRITE_TOKEN)
+    assert status == 200 and len(hub.faults) == 1
+    hub.faults.clear()
+    assert len(hub.faults) == 0
+    with pytest.raises(ValueError, match="Unknown fault kind"):
+        hub.faults.add("/", kind="explode")
+
+
+def test_drop_fault_hangs_up_after_some_bytes_and_stores_nothing(hub: HubEmulator) -> None:
+    import http.client
+
+    write_api(hub).create_repo(REPO)
+    data = os.urandom(3 << 20)
+    oid = hashlib.sha256(data).hexdigest()
+    batch = {"operation": "upload", "transfers": ["basic"], "objects": [{"oid": oid, "size": len(data)}]}
+    _, _, answer = raw_request(f"{hub.url}/{REPO}.git/info/lfs/objects/batch", "POST", json.dumps(batch).encode(),
+                               WRITE_TOKEN)
+    href = json.loads(answer)["objects"][0]["actions"]["upload"]["href"]
+    fault = hub.faults.add(r"/lfs-upload/", kind="drop", after_bytes=1 << 20)
+    conn = http.client.HTTPConnection(hub.host, hub.port, timeout=10)
+    with pytest.raises((ConnectionError, http.client.HTTPException)):
+        conn.request("PUT", href.removeprefix(hub.url), body=data)
+        conn.getresponse()
+    conn.close()
+    assert fault.fired == 1 and hub.requests[-1].status == 0
+    assert not (Path(hub.root) / "blobs" / oid).exists() and list((Path(hub.root) / "tmp").glob("upload-*")) == []
+    status, _, _ = raw_request(href, "PUT", data)
+    assert status == 200 and (Path(hub.root) / "blobs" / oid).exists()
+
+
+def test_lose_response_applies_the_request_but_sends_nothing(hub: HubEmulator) -> None:
+    api = write_api(hub)
+    api.create_repo(REPO)
+    hub.faults.add(r"/tag/main$", kind="lose_response")
+    with pytest.raises(Exception) as excinfo:
+        api.create_tag(REPO, tag="v1")
+    assert "HTTPError" not in type(excinfo.value).__name__  # a transport error, not an HTTP status
+    assert [t.name for t in api.list_repo_refs(REPO).tags] == ["v1"]
+
+
+def test_delay_fault_holds_until_released(hub: HubEmulator) -> None:
+    fault = hub.faults.add(r"/api/whoami-v2$", kind="delay", delay_s=30)
+    answers: list[int] = []
+    thread = threading.Thread(target=lambda: answers.append(raw_request(f"{hub.url}/api/whoami-v2",
+                                                                        token=WRITE_TOKEN)[0]))
+    thread.start()
+    assert fault.wait_fired(10)
+    time.sleep(0.2)
+    assert answers == []
+    fault.release()
+    thread.join(10)
+    assert answers == [200]

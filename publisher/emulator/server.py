@@ -18,12 +18,16 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
+from .collections_api import CollectionRoutes, CollectionStore
+from .faults import Fault, FaultRegistry
+from .refs_api import RefRoutes
 from .storage import (
     CHUNK_SIZE,
     DEFAULT_BRANCH,
@@ -62,6 +66,14 @@ class User(NamedTuple):
     role: str
 
 
+class RequestRecord(NamedTuple):
+    """One request as the emulator saw it: no query string (signatures), no headers (tokens)."""
+
+    method: str
+    path: str
+    status: int  # 0: the connection was closed without an answer (fault or client gone)
+
+
 class HubServer(ThreadingHTTPServer):
     """The HTTP server: holds the storage, the tokens and the key that signs LFS upload URLs."""
 
@@ -74,6 +86,9 @@ class HubServer(ThreadingHTTPServer):
         self.tokens = dict(tokens)
         self.verbose = verbose
         self.signing_key = os.urandom(32)
+        self.faults = FaultRegistry()
+        self.collections = CollectionStore(storage)
+        self.requests: deque[RequestRecord] = deque(maxlen=10_000)
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, HubHandler)
@@ -101,7 +116,7 @@ class HubServer(ThreadingHTTPServer):
         return hmac.new(self.signing_key, message, hashlib.sha256).hexdigest()
 
 
-class HubHandler(BaseHTTPRequestHandler):
+class HubHandler(CollectionRoutes, RefRoutes, BaseHTTPRequestHandler):
     """One request: routing, auth, body reading and the endpoint implementations."""
 
     protocol_version = "HTTP/1.1"
@@ -144,10 +159,15 @@ class HubHandler(BaseHTTPRequestHandler):
         self.query = parse_qs(split.query, keep_blank_values=True)
         self._body_state = "unread"  # then "reading", then "done"
         self._responded = False
+        self._mute = False
+        fault = self.server.faults.take(self.command, split.path)
         try:
+            if fault is not None and self._inject(fault):
+                return
             self._route()()
         except (ConnectionError, TimeoutError):
             self.close_connection = True
+            self._record(0)
         except Exception as exc:
             if self._responded:  # failed while streaming a body: the only honest signal left is to hang up
                 self.close_connection = True
@@ -158,6 +178,39 @@ class HubHandler(BaseHTTPRequestHandler):
                 traceback.print_exc(file=sys.stderr)
                 self.close_connection = True
                 self._send_json({"error": f"internal error in the Hub emulator: {exc!r}"}, 500)
+
+    def _inject(self, fault: Fault) -> bool:
+        """Apply a fault; True when the request is finished (answered or dropped), False to process it."""
+        if fault.kind == "delay":
+            fault.hold()
+            return False
+        if fault.kind == "lose_response":
+            self._mute = True
+            return False
+        if fault.kind == "drop":
+            read = 0
+            with contextlib.suppress(HubError):
+                for chunk in self._body_chunks():
+                    read += len(chunk)
+                    if read >= fault.after_bytes:
+                        break
+            self._hang_up()
+            return True
+        self._discard_body()
+        headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
+        self._send_json({"error": f"injected fault: HTTP {fault.status}"}, fault.status, headers)
+        return True
+
+    def _hang_up(self) -> None:
+        """Close the connection without an answer."""
+        self.close_connection = True
+        self._responded = True
+        self._record(0)
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _record(self, status: int) -> None:
+        self.server.requests.append(RequestRecord(self.command, urlsplit(self.path).path, status))
 
     def _param(self, name: str, default: str = "") -> str:
         values = self.query.get(name)
@@ -241,7 +294,12 @@ class HubHandler(BaseHTTPRequestHandler):
         """Send a response with Content-Length (no body for HEAD)."""
         if isinstance(body, bytes):
             length = len(body)
+        if self._mute:  # fault "lose_response": the work is done, the answer never leaves
+            self._discard_body()
+            self._hang_up()
+            return
         self._responded = True
+        self._record(status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(length or 0))
@@ -271,6 +329,8 @@ class HubHandler(BaseHTTPRequestHandler):
         }
         if (method, *seg) in routes:
             return routes[(method, *seg)]
+        if seg[:2] == ["api", "collections"]:
+            return self._route_collections(seg[2:])
         if len(seg) >= 4 and seg[0] == "api" and seg[1] in _TYPE_PLURALS:
             return self._route_repo_api(RepoId(_TYPE_PLURALS[seg[1]], seg[2], seg[3]), seg[4:])
         if len(seg) == 2 and seg[0] == "lfs-upload" and method == "PUT":
@@ -305,6 +365,7 @@ class HubHandler(BaseHTTPRequestHandler):
             ("GET", "commits"): lambda: self._commits(repo, joined),
             ("POST", "discussions"): lambda: self._create_discussion(repo),
             ("GET", "discussions"): lambda: self._discussions(repo, joined),
+            ("PUT", "settings"): lambda: self._update_settings(repo),
             ("GET", "xet-write-token"): self._xet,
             ("GET", "xet-read-token"): self._xet,
         }
@@ -406,6 +467,25 @@ class HubHandler(BaseHTTPRequestHandler):
             return
         self._send_json({"errors": [], "warnings": []})
 
+    def _update_settings(self, repo: RepoId) -> None:
+        """``update_repo_settings``: ``{"gated": "auto"|"manual"|false, "visibility": "public"|"private"}``."""
+        self._repo_writer(repo)
+        body = self._read_json()
+        changes: dict[str, Any] = {}
+        if "gated" in body:
+            if body["gated"] not in ("auto", "manual", False):
+                raise HubError(400, f"Invalid gated value {body['gated']!r}: 'auto', 'manual' or false")
+            changes["gated"] = body["gated"]
+        if "visibility" in body or "private" in body:
+            visibility = body.get("visibility") or ("private" if body.get("private") else "public")
+            if visibility not in ("public", "private"):
+                raise HubError(400, f"Invalid visibility {visibility!r}")
+            changes["private"] = visibility == "private"
+        if not changes:
+            raise HubError(400, "Nothing to update: pass 'gated' and/or 'visibility'")
+        self.server.storage.update_repo_meta(repo, changes)
+        self._send_json({})
+
     def _agent_harnesses(self) -> None:
         self._send_json({"standardEnvVars": [], "harnesses": {}})
 
@@ -435,7 +515,7 @@ class HubHandler(BaseHTTPRequestHandler):
             "sha": oid,
             "private": meta.get("private", False),
             "disabled": False,
-            "gated": False,
+            "gated": meta.get("gated", False),
             "downloads": 0,
             "likes": 0,
             "tags": [],
@@ -601,110 +681,6 @@ class HubHandler(BaseHTTPRequestHandler):
         infos = [info for info in (path_info(files, path) for path in paths) if info is not None]
         self._send_json(infos)
 
-    def _refs(self, repo: RepoId) -> None:
-        self._reader(repo)
-        refs = self.server.storage.refs(repo)
-
-        def items(kind: str, prefix: str) -> list[dict[str, str]]:
-            return [{"name": n, "ref": prefix + n, "targetCommit": oid} for n, oid in sorted(refs[kind].items())]
-
-        data: dict[str, Any] = {
-            "branches": items("branches", "refs/heads/"),
-            "converts": [],
-            "tags": items("tags", "refs/tags/"),
-        }
-        if self._flag("include_prs"):
-            data["pullRequests"] = [
-                {"name": f"refs/pr/{num}", "ref": f"refs/pr/{num}", "targetCommit": pr["head"]}
-                for num, pr in sorted(refs["prs"].items(), key=lambda item: int(item[0]))
-            ]
-        self._send_json(data)
-
-    def _commits(self, repo: RepoId, revision: str) -> None:
-        self._reader(repo)
-        storage = self.server.storage
-        commits = [
-            {
-                "id": oid,
-                "authors": [{"user": commit["author"], "avatar": None}],
-                "date": commit["date"],
-                "title": commit["message"],
-                "message": commit.get("description", ""),
-            }
-            for oid, commit in storage.history(repo, storage.resolve(repo, revision))
-        ]
-        self._paginate(commits)
-
-    # ------------------------------------------------------------------ branches, tags, pull requests
-
-    def _create_branch(self, repo: RepoId, branch: str) -> None:
-        self._repo_writer(repo)
-        starting_point = self._read_json().get("startingPoint") or DEFAULT_BRANCH
-        self.server.storage.create_branch(repo, branch, starting_point)
-        self._send_json({})
-
-    def _delete_branch(self, repo: RepoId, branch: str) -> None:
-        self._repo_writer(repo)
-        self._discard_body()
-        self.server.storage.delete_branch(repo, branch)
-        self._send_json({})
-
-    def _create_tag(self, repo: RepoId, revision: str) -> None:
-        self._repo_writer(repo)
-        tag = self._read_json().get("tag")
-        if not isinstance(tag, str):
-            raise HubError(400, "The body must name the 'tag'")
-        self.server.storage.create_tag(repo, tag, revision)
-        self._send_json({})
-
-    def _delete_tag(self, repo: RepoId, tag: str) -> None:
-        self._repo_writer(repo)
-        self._discard_body()
-        self.server.storage.delete_tag(repo, tag)
-        self._send_json({})
-
-    def _create_discussion(self, repo: RepoId) -> None:
-        user = self._repo_writer(repo)
-        body = self._read_json()
-        if not body.get("pullRequest"):
-            raise HubError(400, "The Hub emulator supports pull requests only, not plain discussions")
-        title = body.get("title") or "Pull request"
-        num = self.server.storage.create_pull_request(
-            repo, title=title, description=body.get("description") or "", author=user.name
-        )
-        self._send_json({"num": num, "url": f"{self._base_url()}/{repo.url_path}/discussions/{num}"})
-
-    def _discussion_json(self, repo: RepoId, num: str, pr: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "num": int(num),
-            "title": pr["title"],
-            "status": pr["status"],
-            "createdAt": pr["createdAt"],
-            "author": {"name": pr["author"]},
-            "repo": {"name": repo.id, "type": repo.type},
-            "isPullRequest": True,
-            "pinned": False,
-            "numComments": 0,
-        }
-
-    def _discussions(self, repo: RepoId, num: str) -> None:
-        self._reader(repo)
-        prs = self.server.storage.refs(repo)["prs"]
-        if not num:
-            items = [self._discussion_json(repo, n, pr) for n, pr in sorted(prs.items(), key=lambda i: -int(i[0]))]
-            self._send_json({"discussions": items, "count": len(items), "start": 0, "numClosedDiscussions": 0})
-            return
-        if num not in prs:
-            raise HubError(404, f"Discussion {num} not found in {repo.id}")
-        pr = prs[num]
-        details = self._discussion_json(repo, num, pr) | {
-            "events": [],
-            "changes": {"base": f"refs/heads/{pr['base']}", "headCommitId": pr["head"]},
-            "filesWithConflicts": [],
-            "diff": "",
-        }
-        self._send_json(details)
-
     # ------------------------------------------------------------------ downloads
 
     def _resolve(self, repo: RepoId, revision: str, path: str) -> None:
@@ -809,6 +785,26 @@ class HubEmulator:
         self._thread: threading.Thread | None = None
 
     @property
+    def faults(self) -> FaultRegistry:
+        """Faults to inject into the next matching requests (see ``faults.py``)."""
+        return self._running().faults
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """Requests served so far (method, path without query, status), oldest first."""
+        return list(self._running().requests)
+
+    @property
+    def storage(self) -> Storage:
+        """The on-disk state (repos, commits, blobs) the server is using."""
+        return self._running().storage
+
+    def _running(self) -> HubServer:
+        if self._server is None:
+            raise RuntimeError("The Hub emulator is not started")
+        return self._server
+
+    @property
     def url(self) -> str:
         """``http://host:port`` of the running server."""
         if self._server is None:
@@ -837,6 +833,7 @@ class HubEmulator:
         """Stop serving, close kept-alive connections and release the port."""
         if self._server is None:
             return
+        self._server.faults.clear()  # release requests held by delay faults
         self._server.shutdown()
         self._server.close_connections()
         self._server.server_close()

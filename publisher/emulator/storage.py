@@ -1,6 +1,6 @@
 """On-disk state of the Hub emulator: content-addressed blobs and git-like repositories.
 
-Layout under ``root`` (plain files a user can inspect)::
+Layout under ``root`` (plain files a user can inspect; collections: see ``collections_api.py``)::
 
     blobs/<sha256>              the bytes of every file ever stored, LFS or regular
     tmp/                        partial uploads, renamed into ``blobs/`` once complete and verified
@@ -317,6 +317,26 @@ class Storage:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging, target)
             return True
+
+    def update_repo_meta(self, repo: RepoId, changes: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``changes`` (e.g. ``{"gated": "manual", "private": True}``) into ``repo.json``."""
+        with self._lock:
+            meta = self.repo_meta(repo)
+            if meta is None:
+                raise repo_not_found(repo.id)
+            meta.update(changes)
+            _write_json_atomic(self.repo_dir(repo) / "repo.json", meta)
+            return meta
+
+    def changed_paths(self, repo: RepoId, oid: str) -> dict[str, str]:
+        """What commit ``oid`` changed relative to its parent: path -> "added" | "modified" | "deleted"."""
+        commit = self.read_commit(repo, oid)
+        after = commit["files"]
+        before = self.read_commit(repo, commit["parent"])["files"] if commit["parent"] else {}
+        changes = {p: "added" for p in after if p not in before}
+        changes.update({p: "modified" for p in after if p in before and before[p] != after[p]})
+        changes.update({p: "deleted" for p in before if p not in after})
+        return dict(sorted(changes.items()))
 
     def delete_repo(self, repo: RepoId) -> bool:
         """Delete a repo (its blobs stay); False if it does not exist."""

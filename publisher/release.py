@@ -1,0 +1,306 @@
+"""Release a grid of pruned models (models × methods × sparsities) from a YAML manifest.
+
+    # release.yaml
+    namespace: my-lab                 # optional; default: the token's owner
+    suffix: icml26                    # optional, appended to every repo name
+    defaults: {seed: 42, dtype: auto, tie_policy: exact, shard_size: 5GB}     # RunSettings fields
+    push: {tag: v1, gated: manual, collection: "Pruned LLMs (ICML 2026)", private: false}
+    models:
+      - HuggingFaceTB/SmolLM2-135M-Instruct
+      - {model: ./gemma.gguf, base_model_id: google/gemma-2-9b-it}          # per-model settings
+    methods: [magnitude, random]
+    sparsities: [0.3, 0.5]
+
+    >>> manifest = load_manifest(Path("release.yaml"))
+    >>> todo = select_shard(manifest.artifacts(), "2/4")          # CI job 2 of 4
+    >>> summary = run_release(todo, run_one, published=lambda a: published_commit(api, a.repo_id(ns), a))
+    >>> write_summary(Path("release-summary.json"), summary)
+
+The grid is ordered model by model, so the artifacts of one base model run in one process one after the
+other (the pipeline reuses its dense baseline). `run_one(artifact)` is given by the caller (the CLI passes
+the pipeline runner); it returns an outcome with `.repo_id` and `.publish` (`.commit`, `.url`, `.changed`,
+or None for a dry run). No CLI code here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import __version__
+from .errors import PublishPrunedError, SettingsError
+from .results import write_json_atomic
+from .settings import RunSettings, validate_repo_id
+
+log = logging.getLogger(__name__)
+
+# What makes two runs produce the same published content (with the tool version).
+IDENTITY_KEYS = ("model", "revision", "method", "sparsity", "tie_policy", "seed", "dtype", "base_model_id",
+                 "shard_size")
+_SETTINGS_FIELDS = {f.name for f in dataclasses.fields(RunSettings)} - {"model", "method", "sparsity"}
+_PUSH_KEYS = {"branch", "create_pr", "tag", "gated", "collection", "private", "force"}
+_TOP_KEYS = {"namespace", "suffix", "defaults", "push", "models", "methods", "sparsities"}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One cell of the grid: a base model, a method, a sparsity, and the settings shared by the manifest."""
+
+    model: str
+    method: str
+    sparsity: float
+    settings_extra: tuple[tuple[str, Any], ...] = ()  # RunSettings fields (sorted pairs, hashable)
+    suffix: str | None = None
+    repo: str | None = None  # an explicit repo id for this model (its name gets -<method>-s<NN> appended)
+
+    @property
+    def key(self) -> str:
+        """Stable name of the artifact, e.g. ``org/m:magnitude:s50``."""
+        return f"{self.model}:{self.method}:s{round(self.sparsity * 100):02d}"
+
+    def settings(self) -> RunSettings:
+        return RunSettings(model=self.model, method=self.method, sparsity=self.sparsity, **dict(self.settings_extra))
+
+    def repo_id(self, namespace: str) -> str:
+        """Where it is published: `<namespace>/<base>-<method>-s<NN>[-<suffix>]`."""
+        if self.repo:
+            ns, name = self.repo.split("/")
+            return validate_repo_id(f"{ns}/{name}-{self.method}-s{round(self.sparsity * 100):02d}"
+                                    + (f"-{self.suffix}" if self.suffix else ""))
+        return validate_repo_id(self.settings().repo_name(namespace, self.suffix))
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide the published content (see IDENTITY_KEYS)."""
+        data = self.settings().as_dict()
+        return {key: data[key] for key in IDENTITY_KEYS}
+
+
+@dataclass
+class Manifest:
+    models: list[dict[str, Any]]
+    methods: list[str]
+    sparsities: list[float]
+    namespace: str | None = None
+    suffix: str | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)
+    push: dict[str, Any] = field(default_factory=dict)
+
+    def push_options(self) -> tuple[Any, bool]:
+        """(PushOptions, private) from the manifest's `push` section."""
+        from .hub.publish import PushOptions
+
+        push = dict(self.push)
+        private = bool(push.pop("private", False))
+        return PushOptions(**push), private
+
+    def artifacts(self) -> list[Artifact]:
+        """The whole grid, model-major, in manifest order."""
+        grid = []
+        for entry in self.models:
+            extra = {**self.defaults, **{k: v for k, v in entry.items() if k not in ("model", "repo_id")}}
+            pairs = tuple(sorted(extra.items()))
+            for method in self.methods:
+                for sparsity in self.sparsities:
+                    grid.append(Artifact(entry["model"], method, sparsity, pairs, self.suffix, entry.get("repo_id")))
+        return grid
+
+
+def _list(data: dict, key: str, kinds: tuple[type, ...], what: str) -> list:
+    value = data.get(key)
+    if not isinstance(value, list) or not value or not all(isinstance(v, kinds) for v in value):
+        raise SettingsError(f"manifest: '{key}' must be a non-empty list of {what}")
+    return value
+
+
+def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
+    """Validate a manifest already parsed from YAML; SettingsError naming the first problem."""
+    if not isinstance(data, dict):
+        raise SettingsError(f"{source} must be a YAML mapping")
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise SettingsError(f"{source}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(_TOP_KEYS))})")
+    models = []
+    for entry in data.get("models") or []:
+        entry = {"model": entry} if isinstance(entry, str) else entry
+        if not isinstance(entry, dict) or not isinstance(entry.get("model"), str):
+            raise SettingsError(f"{source}: each model is an id/path or a mapping with 'model'")
+        bad = sorted(set(entry) - _SETTINGS_FIELDS - {"model", "repo_id"})
+        if bad:
+            raise SettingsError(f"{source}: model {entry['model']}: unknown keys {', '.join(bad)}")
+        if entry.get("repo_id"):
+            validate_repo_id(entry["repo_id"], what=f"{source}: repo_id")
+        models.append(entry)
+    if not models:
+        raise SettingsError(f"{source}: 'models' must list at least one model")
+    sparsities = [float(s) for s in _list(data, "sparsities", (int, float), "numbers")]
+    defaults = data.get("defaults") or {}
+    push = data.get("push") or {}
+    if not isinstance(defaults, dict) or set(defaults) - _SETTINGS_FIELDS:
+        raise SettingsError(f"{source}: 'defaults' takes RunSettings fields: {', '.join(sorted(_SETTINGS_FIELDS))}")
+    if not isinstance(push, dict) or set(push) - _PUSH_KEYS:
+        raise SettingsError(f"{source}: 'push' takes {', '.join(sorted(_PUSH_KEYS))}")
+    manifest = Manifest(models=models, methods=_list(data, "methods", (str,), "method names"), sparsities=sparsities,
+                        namespace=data.get("namespace"), suffix=data.get("suffix"), defaults=defaults, push=push)
+    keys = [a.key for a in manifest.artifacts()]
+    if len(set(keys)) != len(keys):
+        raise SettingsError(f"{source}: the grid lists an artifact twice")
+    for artifact in manifest.artifacts():
+        artifact.settings()  # validates sparsity, dtype, ... now rather than mid-release
+    return manifest
+
+
+def load_manifest(path: Path) -> Manifest:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SettingsError(f"cannot read the manifest {path}: {exc}") from None
+    return parse_manifest(data, str(path))
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"i/n"`` (1 <= i <= n) as (i, n)."""
+    try:
+        i, n = (int(part) for part in spec.split("/"))
+    except ValueError:
+        raise SettingsError(f"--shard must look like 2/4, got {spec!r}") from None
+    if not 1 <= i <= n:
+        raise SettingsError(f"--shard {spec}: need 1 <= i <= n")
+    return i, n
+
+
+def select_shard(artifacts: list[Artifact], spec: str | None) -> list[Artifact]:
+    """Shard i of n: the i-th of n contiguous, balanced slices of the grid (deterministic, order kept)."""
+    if not spec:
+        return list(artifacts)
+    i, n = parse_shard(spec)
+    start, end = (i - 1) * len(artifacts) // n, i * len(artifacts) // n
+    return artifacts[start:end]
+
+
+@dataclass
+class ArtifactResult:
+    key: str
+    model: str
+    method: str
+    sparsity: float
+    status: str  # published | unchanged | skipped | dry-run | failed
+    repo_id: str | None = None
+    commit: str | None = None
+    url: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class ReleaseSummary:
+    shard: str | None
+    artifacts: list[ArtifactResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(a.status != "failed" for a in self.artifacts)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for a in self.artifacts:
+            out[a.status] = out.get(a.status, 0) + 1
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"shard": self.shard, "ok": self.ok, "counts": self.counts(),
+                "artifacts": [dataclasses.asdict(a) for a in self.artifacts]}
+
+
+def run_release(artifacts: Iterable[Artifact], run_one: Callable[[Artifact], Any], *,
+                published: Callable[[Artifact], tuple[str, str] | None] | None = None, shard: str | None = None,
+                keep_going: bool = True, on_result: Callable[[ArtifactResult], None] | None = None) -> ReleaseSummary:
+    """Run each artifact in order; skip those `published(artifact)` reports as on the Hub (repo_id, commit).
+
+    A failing artifact is recorded and the next one runs (`keep_going`); errors of publish-pruned are kept as
+    their one-line message, anything else as its type and message.
+    """
+    results = []
+    for artifact in artifacts:
+        started = time.monotonic()
+        base = {"key": artifact.key, "model": artifact.model, "method": artifact.method,
+                "sparsity": artifact.sparsity}
+        try:
+            found = published(artifact) if published else None
+            if found is not None:
+                result = ArtifactResult(**base, status="skipped", repo_id=found[0], commit=found[1])
+            else:
+                result = _result_from_outcome(base, run_one(artifact))
+        except (PublishPrunedError, Exception) as exc:
+            message = str(exc) if isinstance(exc, PublishPrunedError) else f"{type(exc).__name__}: {exc}"
+            result = ArtifactResult(**base, status="failed", error=message.splitlines()[0][:500] if message else "")
+            log.error("%s failed: %s", artifact.key, result.error)
+            if not keep_going:
+                results.append(result)
+                break
+        result.seconds = round(time.monotonic() - started, 3)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return ReleaseSummary(shard, results)
+
+
+def _result_from_outcome(base: dict[str, Any], outcome: Any) -> ArtifactResult:
+    publish = getattr(outcome, "publish", None)
+    repo_id = getattr(outcome, "repo_id", None)
+    if publish is None:
+        return ArtifactResult(**base, status="dry-run", repo_id=repo_id)
+    status = "published" if publish.changed else "unchanged"
+    return ArtifactResult(**base, status=status, repo_id=repo_id, commit=publish.commit, url=publish.url)
+
+
+def write_summary(path: Path, summary: ReleaseSummary) -> None:
+    """The JSON summary (atomically written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, summary.to_json())
+
+
+def published_commit(api: Any, repo_id: str, artifact: Artifact, tool_version: str = __version__) -> str | None:
+    """The Hub commit of `repo_id` if it already holds this artifact, complete, made by this tool version.
+
+    "Identical" means: a publish-pruned card; a results.json whose settings match `artifact.identity()` and
+    whose tool version is `tool_version`; and every checkpoint file it lists present with the same sha256/size.
+    """
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    from .hub.remote import inspect_remote, is_publish_pruned_card
+
+    try:
+        head = api.repo_info(repo_id).sha
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        return None
+    remote = inspect_remote(api, repo_id, head)
+    data = remote.results or {}
+    if not remote.card or not is_publish_pruned_card(remote.card) or not data:
+        return None
+    settings = data.get("settings") or {}
+    if {k: settings.get(k) for k in IDENTITY_KEYS} != artifact.identity():
+        return None
+    if (data.get("tool") or {}).get("version") != tool_version:
+        return None
+    for name, digest in (data.get("files") or {}).items():
+        entry = remote.files.get(name)
+        if entry is None or entry.size != digest.get("size"):
+            return None
+        if entry.lfs is not None and entry.lfs.sha256 != digest.get("sha256"):
+            return None
+    return head
+
+
+def summary_lines(summary: ReleaseSummary) -> list[str]:
+    """Human-readable lines, one per artifact, then the counts."""
+    lines = [f"{a.status:<10} {a.key:<60} {a.repo_id or ''} {(a.commit or '')[:12]} {a.error or ''}".rstrip()
+             for a in summary.artifacts]
+    lines.append("release: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.counts().items())))
+    return lines

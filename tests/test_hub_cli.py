@@ -1,0 +1,70 @@
+"""The CLI's push options, `card sync` and `release`, end to end against the emulator (needs the lead's patch)."""
+
+import json
+
+import huggingface_hub.constants
+import pytest
+import yaml
+from click.testing import CliRunner
+from conftest import HUB_USER, HUB_WRITE_TOKEN
+from huggingface_hub import HfApi
+from tiny_models import save_tiny_model
+
+from publisher.cli import main
+
+README = "---\nlicense: mit\n---\n"
+
+
+@pytest.fixture(autouse=True)
+def no_login_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+
+
+def test_cli_push_options_card_sync_and_release(hub, tmp_path):
+    model_dir = save_tiny_model("llama", tmp_path / "base", readme=README)
+    token_file = tmp_path / "tok"
+    token_file.write_text(HUB_WRITE_TOKEN)
+    token_file.chmod(0o600)
+    out = tmp_path / "run"
+    args = ["--model", str(model_dir), "--sparsity", "0.5", "--hub-endpoint", hub.url, "--output-dir", str(out),
+            "--base-model-id", "test-org/tiny", "--json", "--token-file", str(token_file), "--branch", "pruned/v1",
+            "--tag", "v1/s50", "--gated", "manual", "--collection", "Tiny pruned"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["revision"] == "pruned/v1" and s["tag"] == "v1/s50" and s["collection"]
+    assert s["sparsity_check"]["shard"] == "model.safetensors" and "README.md" in s["committed"]
+    text = CliRunner().invoke(main, ["push", str(out), "--hub-endpoint", hub.url, "--token-file", str(token_file),
+                                     "--branch", "pruned/v1"])
+    assert text.exit_code == 0 and "no change" in text.stdout and "re-measured" in text.stdout, text.output
+    assert HUB_WRITE_TOKEN not in r.output + text.output
+
+    card = out / "README.md"
+    card.write_text(card.read_text().replace("## Pruning configuration", "## Pruning configuration\n\nNew line."))
+    dry = CliRunner().invoke(main, ["card", "sync", str(out), "--dry-run", "--hub-endpoint", hub.url,
+                                    "--revision", "pruned/v1", "--diff-out", str(tmp_path / "d.patch")])
+    assert dry.exit_code == 0, dry.output
+    assert "+New line." in dry.stdout and "would-update" in dry.stderr
+    assert (tmp_path / "d.patch").read_text() == dry.stdout
+    real = CliRunner(env={"HF_TOKEN": HUB_WRITE_TOKEN}).invoke(main, ["card", "sync", str(out), "--hub-endpoint",
+                                                                      hub.url, "--revision", "pruned/v1"])
+    assert real.exit_code == 0 and "updated" in real.stderr, real.output
+
+    manifest = tmp_path / "release.yaml"
+    manifest.write_text(yaml.safe_dump({"models": [{"model": str(model_dir), "base_model_id": "test-org/tiny"}],
+                                        "methods": ["magnitude", "random"], "sparsities": [0.3],
+                                        "push": {"tag": "r1"}}))
+    args = ["release", str(manifest), "--hub-endpoint", hub.url, "--output-root", str(tmp_path / "runs"),
+            "--summary", str(tmp_path / "sum.json")]
+    first = CliRunner(env={"HF_TOKEN": HUB_WRITE_TOKEN}).invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert "release: 2 published" in first.stdout
+    second = CliRunner(env={"HF_TOKEN": HUB_WRITE_TOKEN}).invoke(main, [*args, "--shard", "2/2"])
+    assert second.exit_code == 0 and "release: 1 skipped" in second.stdout, second.output
+    data = json.loads((tmp_path / "sum.json").read_text())
+    assert data["shard"] == "2/2" and data["artifacts"][0]["key"].endswith(":random:s30")
+    api = HfApi(endpoint=hub.url, token=HUB_WRITE_TOKEN)
+    assert [t.name for t in api.list_repo_refs(f"{HUB_USER}/tiny-random-s30").tags] == ["r1"]
+    dry = CliRunner().invoke(main, ["release", str(manifest), "--dry-run", "--output-root", str(tmp_path / "d")])
+    assert dry.exit_code == 0 and "release: 2 dry-run" in dry.stdout, dry.output

@@ -1,0 +1,119 @@
+"""release: the grid of a manifest, its deterministic shards, skipping what the Hub already holds, the summary."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from conftest import HUB_USER
+from test_hub_helpers import FAST, api_for, pruned_run
+
+from publisher.errors import PublishError, SettingsError
+from publisher.hub.publish import PushOptions, publish_run
+from publisher.release import (
+    Artifact,
+    load_manifest,
+    parse_manifest,
+    published_commit,
+    run_release,
+    select_shard,
+    summary_lines,
+    write_summary,
+)
+
+MANIFEST = {
+    "suffix": "r1",
+    "defaults": {"seed": 7},
+    "push": {"tag": "v1", "gated": "manual", "private": True},
+    "models": ["org/a", {"model": "./b.gguf", "base_model_id": "org/b", "dtype": "bfloat16"}],
+    "methods": ["magnitude", "random"],
+    "sparsities": [0.3, 0.5, 0.7],
+}
+
+
+def test_grid_is_model_major_and_carries_settings(tmp_path):
+    path = tmp_path / "release.yaml"
+    path.write_text(yaml.safe_dump(MANIFEST))
+    manifest = load_manifest(path)
+    grid = manifest.artifacts()
+    assert len(grid) == 12 and [a.model for a in grid] == ["org/a"] * 6 + ["./b.gguf"] * 6
+    assert [a.key for a in grid[:3]] == ["org/a:magnitude:s30", "org/a:magnitude:s50", "org/a:magnitude:s70"]
+    b = grid[6].settings()
+    assert (b.seed, b.dtype, b.base_model_id, b.method, b.sparsity) == (7, "bfloat16", "org/b", "magnitude", 0.3)
+    assert grid[0].repo_id("lab") == "lab/a-magnitude-s30-r1" and grid[6].repo_id("lab") == "lab/b-magnitude-s30-r1"
+    options, private = manifest.push_options()
+    assert options == PushOptions(tag="v1", gated="manual") and private is True
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 12, 13])
+def test_shards_partition_the_grid_deterministically(n):
+    grid = parse_manifest(MANIFEST).artifacts()
+    shards = [select_shard(grid, f"{i}/{n}") for i in range(1, n + 1)]
+    assert [a for shard in shards for a in shard] == grid  # every artifact once, order kept
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    assert shards == [select_shard(parse_manifest(MANIFEST).artifacts(), f"{i}/{n}") for i in range(1, n + 1)]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"sparsities": [1.5]}, "strictly between 0 and 1"),
+    ({"methods": []}, "'methods' must be a non-empty list"),
+    ({"models": [{"model": "x", "colour": "red"}]}, "unknown keys colour"),
+    ({"extra": 1}, "unknown keys extra"),
+    ({"push": {"tags": "v1"}}, "'push' takes"),
+    ({"sparsities": [0.5, 0.5]}, "twice"),
+])
+def test_bad_manifests_are_refused_before_any_work(change, message):
+    with pytest.raises(SettingsError, match=message):
+        parse_manifest({**MANIFEST, **change})
+    with pytest.raises(SettingsError, match="need 1 <= i <= n"):
+        select_shard([], "5/4")
+    with pytest.raises(SettingsError, match="must look like 2/4"):
+        select_shard([], "half")
+
+
+def test_run_release_skips_published_records_failures_and_writes_a_summary(tmp_path):
+    grid = parse_manifest({**MANIFEST, "models": ["org/a"], "methods": ["magnitude"]}).artifacts()
+    ran: list[str] = []
+
+    def run_one(artifact: Artifact):
+        ran.append(artifact.key)
+        if artifact.sparsity == 0.5:
+            raise PublishError("upload failed")
+        publish = SimpleNamespace(commit="c" * 40, url="http://hub/x", changed=artifact.sparsity == 0.7)
+        return SimpleNamespace(repo_id=artifact.repo_id("lab"), publish=publish)
+
+    def published(artifact: Artifact):
+        return (artifact.repo_id("lab"), "d" * 40) if artifact.sparsity == 0.3 else None
+
+    summary = run_release(grid, run_one, published=published, shard="1/1")
+    assert ran == ["org/a:magnitude:s50", "org/a:magnitude:s70"]
+    assert [a.status for a in summary.artifacts] == ["skipped", "failed", "published"]
+    assert summary.artifacts[1].error == "upload failed" and not summary.ok
+    assert summary.counts() == {"skipped": 1, "failed": 1, "published": 1}
+    write_summary(tmp_path / "out" / "summary.json", summary)
+    data = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert data["ok"] is False and data["shard"] == "1/1" and data["artifacts"][0]["commit"] == "d" * 40
+    assert summary_lines(summary)[-1] == "release: 1 failed, 1 published, 1 skipped"
+
+    dry = run_release(grid[:1], lambda a: SimpleNamespace(repo_id="lab/x", publish=None))
+    assert dry.artifacts[0].status == "dry-run" and dry.ok
+    stop = run_release(grid, run_one, keep_going=False)
+    assert [a.status for a in stop.artifacts] == ["unchanged", "failed"]  # stops after the failure
+
+
+def test_published_commit_recognises_identical_content_only(hub, tmp_path_factory, tmp_path):
+    repo_id = f"{HUB_USER}/tiny-magnitude-s50"
+    run = pruned_run(tmp_path_factory, tmp_path / "run", repo_id=repo_id)
+    settings = run.results.settings
+    artifact = Artifact(settings["model"], "magnitude", 0.5, (("base_model_id", "test-org/tiny"),))
+    api = api_for(hub)
+    assert published_commit(api, repo_id, artifact) is None  # no repo yet
+    record = publish_run(api, repo_id, run.output_dir, run.files, private=False, message="Publish",
+                         options=PushOptions(retry=FAST, verify_sparsity=False))
+    assert published_commit(api, repo_id, artifact) == record.commit
+    assert published_commit(api, repo_id, Artifact(settings["model"], "magnitude", 0.3)) is None
+    assert published_commit(api, repo_id, artifact, tool_version="99.0") is None
+    api.delete_file("model.safetensors", repo_id)  # incomplete on the Hub: publish again
+    assert published_commit(api, repo_id, artifact) is None
