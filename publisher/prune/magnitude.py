@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from . import register
-from .masks import lowest_k_mask
+from .masks import zero_smallest_magnitude_
 
 
 @register(
@@ -19,5 +19,6 @@ def prune_magnitude(layers, request, done) -> None:
     for layer in layers:
         weight = layer.module.weight.data
         k = math.floor(weight.numel() * request.sparsity)
-        weight.masked_fill_(lowest_k_mask(weight.abs(), k, ties=request.tie_policy), 0)
+        # Ranks by |weight| from the weight's own bits (no abs() copy) and zeroes in place (no mask built).
+        zero_smallest_magnitude_(weight, k, ties=request.tie_policy)
         done(layer)
