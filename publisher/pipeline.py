@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pathlib import Path
 from .card import CardSettings, write_card
 from .environment import environment, tool_info
 from .errors import OutputDirError, SettingsError
+from .evaluation import EVAL_DIR, EvalSettings, evaluate_run
 from .model_io import ResolvedSource, digest_files, fetch_weights, load_model, resolve_source, save_checkpoint
 from .prune import PruneRequest, get_method, prune_model
 from .prune.sparsity import measure_checkpoint
@@ -40,6 +42,7 @@ from .settings import RunSettings, stable_hash
 log = logging.getLogger(__name__)
 
 STATE_DIR = ".publish-pruned"
+DEFAULT_CACHE_DIR = Path(os.environ.get("PUBLISH_PRUNED_CACHE", Path.home() / ".cache" / "publish-pruned"))
 CARD_FILE = "README.md"
 
 
@@ -48,6 +51,8 @@ class RunOptions:
     output_dir: Path
     command: str
     repo_id: str | None = None
+    evaluation: EvalSettings | None = None  # None: no measure stage (sparsity only)
+    cache_dir: Path = DEFAULT_CACHE_DIR
     card: CardSettings = field(default_factory=CardSettings)
     template_dir: Path | None = None
     overwrite: bool = False
@@ -150,6 +155,8 @@ def run_pipeline(settings: RunSettings, options: RunOptions) -> RunOutcome:
         folder.write_record("sparsity", {"key": sparsity_key, "sparsity": dataclasses.asdict(sparsity)})
         options.on_stage("sparsity", "done")
 
+    metrics = _measure_stage(settings, options, folder, source, prune_state, skipped)
+
     results = Results(
         tool=prune_state["tool"],
         settings={**settings.as_dict(), "repo_id": options.repo_id},
@@ -159,12 +166,13 @@ def run_pipeline(settings: RunSettings, options: RunOptions) -> RunOutcome:
         files=checkpoint_files,
         environment=prune_state["environment"],
         command=options.command,
+        metrics=metrics,
     )
     write_results(folder.root / RESULTS_FILE, results)
     card_path, plots, warnings = write_card(results, options.card, folder.root, options.template_dir)
     options.on_stage("card", "done")
     published = dict(checkpoint_files)
-    published.update(digest_files(folder.root, [RESULTS_FILE, CARD_FILE, *plots]))
+    published.update(digest_files(folder.root, [RESULTS_FILE, CARD_FILE, *plots, *eval_files(folder.root)]))
     return RunOutcome(folder.root, folder.root / CARD_FILE, results, published, skipped, warnings)
 
 
@@ -172,9 +180,10 @@ def _prune_stage(settings: RunSettings, options: RunOptions, folder: RunFolder, 
                  key: str) -> dict:
     """Load, prune and save into staging; move into place; write the record last (the commit point)."""
     old = folder.record("prune")
-    folder.forget("prune", "sparsity")
+    folder.forget("prune", "sparsity", "measure")
     for name in [*(old or {}).get("files", {}), RESULTS_FILE, CARD_FILE]:
         (folder.root / name).unlink(missing_ok=True)
+    shutil.rmtree(folder.root / EVAL_DIR, ignore_errors=True)
     shutil.rmtree(folder.staging, ignore_errors=True)
 
     method = get_method(settings.method)
@@ -208,3 +217,52 @@ def _prune_stage(settings: RunSettings, options: RunOptions, folder: RunFolder, 
     folder.write_record("prune", record)
     shutil.rmtree(folder.staging, ignore_errors=True)
     return record
+
+
+def eval_files(root: Path) -> list[str]:
+    """Raw evaluation records in the run folder (published beside the results)."""
+    return sorted(str(p.relative_to(root)) for p in (root / EVAL_DIR).glob("*.jsonl"))
+
+
+def _measure_stage(settings: RunSettings, options: RunOptions, folder: RunFolder, source: ResolvedSource,
+                   prune_state: dict, skipped: list[str]) -> dict | None:
+    """Perplexity, SRS and latency, pruned vs dense; reused when nothing they depend on changed."""
+    if options.evaluation is None:
+        return None
+    key = stable_hash({"eval": dataclasses.asdict(options.evaluation), "files": prune_state["files"],
+                       "source": source.identity, "dtype": settings.dtype})
+    state = folder.record("measure")
+    if state and state.get("key") == key and all((folder.root / n).is_file() for n in state.get("files", [])):
+        skipped.append("measure")
+        options.on_stage("measure", "skipped")
+        return state["metrics"]
+    folder.forget("measure")
+
+    def load_saved(path: Path):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto").to(settings.device).eval()
+        return model, AutoTokenizer.from_pretrained(path)
+
+    def dense_folder() -> Path:
+        """A transformers folder of the dense model (MLX needs one); for GGUF, a copy saved once per run."""
+        if source.gguf_file is None:
+            return fetch_weights(source, settings, endpoint=options.endpoint, token=options.token)
+        copy, done = folder.state / "dense", folder.state / "dense" / ".complete"
+        if not done.is_file():
+            model, tokenizer = load_model(source, source.local_path, settings)
+            save_checkpoint(model, tokenizer, copy, shard_size=settings.shard_size)
+            done.touch()
+        return copy
+
+    def load_dense():
+        if source.gguf_file is None:
+            return load_model(source, dense_folder(), settings)
+        return load_saved(dense_folder())  # dequantizing the GGUF again would take longer than reading the copy
+
+    metrics = evaluate_run(dense_identity=f"{source.identity}|{settings.dtype}", settings=options.evaluation,
+                           run_dir=folder.root, cache_dir=options.cache_dir, load_dense=load_dense,
+                           load_pruned=lambda: load_saved(folder.root), dense_folder=dense_folder)
+    folder.write_record("measure", {"key": key, "metrics": metrics, "files": eval_files(folder.root)})
+    options.on_stage("measure", "done")
+    return metrics

@@ -97,6 +97,7 @@ class Results:
     files: dict[str, FileDigest]
     environment: dict[str, Any]
     command: str
+    metrics: dict[str, Any] | None = None  # the measure stage's output (evaluation.py); None when not run
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -131,6 +132,7 @@ class Results:
             files={k: FileDigest(**v) for k, v in data["files"].items()},
             environment=data["environment"],
             command=data["command"],
+            metrics=data.get("metrics"),
             schema_version=version,
         )
 

@@ -21,7 +21,7 @@ from .errors import HubAuthError, OutputDirError
 from .hub.auth import resolve_token
 from .hub.publish import PublishRecord, PushOptions, check_write_access, publish_run
 from .model_io import digest_files
-from .pipeline import CARD_FILE, STATE_DIR, RunOptions, RunOutcome, run_pipeline
+from .pipeline import CARD_FILE, STATE_DIR, RunOptions, RunOutcome, eval_files, run_pipeline
 from .results import RESULTS_FILE, read_results, write_json_atomic
 from .settings import RunSettings, validate_repo_id
 
@@ -115,7 +115,7 @@ def load_run(folder: Path) -> RunOutcome:
         raise OutputDirError(f"{folder}/{changed[0]} no longer matches the sha256 recorded in {RESULTS_FILE}")
     files = dict(current)
     plots = sorted(str(p.relative_to(folder)) for p in (folder / PLOTS_DIR).glob("*.png"))
-    files.update(digest_files(folder, [RESULTS_FILE, CARD_FILE, *plots]))
+    files.update(digest_files(folder, [RESULTS_FILE, CARD_FILE, *plots, *eval_files(folder)]))
     return RunOutcome(folder, card_path, results, files, skipped=["prune", "sparsity", "card"], warnings=[])
 
 

@@ -7,6 +7,9 @@ other import (docs/hub-protocol.md §0): the client then uploads through the LFS
 import os
 
 os.environ["HF_HUB_DISABLE_XET"] = "1"
+# The measure stage (perplexity, SRS, latency) is exercised by the tests that ask for it (tests/test_measure_stage.py);
+# every other CLI test checks pruning and publishing only, so it skips measurement unless it says otherwise.
+os.environ.setdefault("PUBLISH_PRUNED_SKIP_EVAL", "ppl,srs,latency")
 
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402

@@ -30,7 +30,7 @@ def test_a_fresh_card_passes_lint_against_its_results(run_dir):
     (lambda t: t.replace("- research-only\n", ""), "tag 'research-only' missing"),
     (lambda t: t.replace("Research use only", "Use freely"), "research-only warning missing"),
     (lambda t: t.replace("| actual sparsity | 50.00 % |", "| actual sparsity | 49.00 % |"),
-     "results.json says 50.00 %, the card's results table says 49.00 %"),
+     "actual sparsity: results.json says 50.00 % | — | —, the card's results table says 49.00 % | — | —"),
     (lambda t: t.replace("base_model: google/tiny", "base_model: /home/me/tiny"), "is not a Hub id"),
     (lambda t: t.replace("license: gemma", "license_link: x"), "lacks 'license'"),
     (lambda t: t + "\n{{ leftover }}\n", "unrendered template syntax"),

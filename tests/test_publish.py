@@ -76,7 +76,7 @@ def test_publishing_the_same_run_again_makes_no_commit(hub, model_dir, tmp_path)
     assert second.exit_code == 0, second.output
     again = json.loads(second.stdout)
     assert again["changed"] is False and again["commit"] == first["commit"]
-    assert again["skipped_stages"] == ["prune", "sparsity"]
+    assert again["skipped_stages"] == ["prune", "sparsity", "measure"]
 
 
 def test_no_token_fails_before_any_work_and_creates_nothing(hub, model_dir, tmp_path):
@@ -112,7 +112,7 @@ def test_a_failed_commit_leaves_no_half_created_repo(hub, model_dir, tmp_path, m
     assert (out / "results.json").is_file()  # the local run is kept: re-running publishes without recomputing
 
     retry = publish(hub, model_dir, out)
-    assert retry.exit_code == 0 and json.loads(retry.stdout)["skipped_stages"] == ["prune", "sparsity"]
+    assert retry.exit_code == 0 and json.loads(retry.stdout)["skipped_stages"] == ["prune", "sparsity", "measure"]
 
 
 def test_hub_local_publishes_to_a_folder_that_outlives_the_process(model_dir, tmp_path, monkeypatch):

@@ -9,7 +9,8 @@ import yaml
 
 from ..errors import CardError
 from ..results import Results
-from .render import RESEARCH_ONLY_TAG, metric_rows
+from .figures import metric_rows
+from .render import RESEARCH_ONLY_TAG
 
 REQUIRED_KEYS = ("license", "library_name", "pipeline_tag", "tags")
 
@@ -38,19 +39,21 @@ def lint_card(text: str, results: Results | None = None) -> None:
     if results is not None:
         shown = _results_table(body)
         for row in metric_rows(results):
-            if shown.get(row.metric) != row.value:
-                problems.append(f"{row.metric}: results.json says {row.value}, the card's results table says "
-                                f"{shown.get(row.metric, 'nothing')}")
+            expected = [row.value, row.dense, row.change]
+            if shown.get(row.metric) != expected:
+                found = " | ".join(shown[row.metric]) if row.metric in shown else "nothing"
+                problems.append(f"{row.metric}: results.json says {' | '.join(expected)}, the card's results "
+                                f"table says {found}")
     if problems:
         raise CardError("card lint failed: " + "; ".join(problems))
 
 
-def _results_table(body: str) -> dict[str, str]:
-    """metric → value from the table under '## Results'."""
+def _results_table(body: str) -> dict[str, list[str]]:
+    """metric → [pruned, dense, change] from the table under '## Results'."""
     section = body.split("\n## Results", 1)[-1].split("\n## ", 1)[0] if "\n## Results" in body else ""
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and len(cells) >= 2 and cells[0] not in ("metric", "") and set(cells[1]) != {"-"}:
-            rows[cells[0]] = cells[1]
+        if line.startswith("|") and len(cells) >= 4 and cells[0] not in ("metric", "") and set(cells[1]) != {"-"}:
+            rows[cells[0]] = cells[1:4]
     return rows

@@ -53,10 +53,43 @@ def layer_sparsity_plot(results: Results, path: Path) -> None:
     plt.close(fig)
 
 
+def srs_plot(results: Results, path: Path, condition: str = "ambig") -> bool:
+    """SRS by category, dense vs pruned, with 95 % Wilson intervals and the chance line; False if no SRS."""
+    srs = (results.metrics or {}).get("srs")
+    if not srs or condition not in srs["comparison"]:
+        return False
+    plt = _pyplot()
+    rows = srs["comparison"][condition]["categories"]
+    names = [row["category"].replace("_", " ") for row in rows]
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 3.6))
+    series = ((-0.2, "srs_dense", "dense", "#7f7f7f"), (0.2, "srs_pruned", "pruned", "#d62728"))
+    for offset, key, label, colour in series:
+        rates = [row[key]["rate"] or 0.0 for row in rows]
+        low = [max(0.0, r - row[key]["low"]) for r, row in zip(rates, rows, strict=True)]
+        high = [max(0.0, row[key]["high"] - r) for r, row in zip(rates, rows, strict=True)]
+        ax.bar([i + offset for i in range(len(rows))], rates, width=0.4, color=colour, label=label,
+               yerr=[low, high], capsize=3)
+    ax.axhline(1 / 3, color="black", linestyle="--", linewidth=1, label="chance (1/3)")
+    ax.set_xticks(range(len(rows)), names, rotation=20, ha="right")
+    ax.set_ylabel("SRS")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Stereotype reliance on BBQ (ambiguous) — {results.pruning.method} "
+                 f"{100 * results.pruning.target_sparsity:.0f} %")
+    ax.legend(fontsize=9, loc="upper right", frameon=False)
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
 def write_plots(results: Results, folder: Path) -> list[str]:
     """Draw every plot the results support into `folder/plots/`; returns their repo-relative paths."""
     written = []
     name = f"{PLOTS_DIR}/layer_sparsity.png"
     layer_sparsity_plot(results, folder / name)
     written.append(name)
+    name = f"{PLOTS_DIR}/srs_by_category.png"
+    if srs_plot(results, folder / name):
+        written.append(name)
+    else:
+        (folder / name).unlink(missing_ok=True)
     return written

@@ -21,6 +21,7 @@ from huggingface_hub import ModelCardData
 from ..errors import CardError
 from ..prune import METHODS
 from ..results import Results
+from .figures import latency_caveat, metric_rows, not_measured, srs_category_rows
 from .plots import write_plots
 from .preview import write_preview
 
@@ -125,6 +126,10 @@ def render_card(results: Results, card: CardSettings, template_dir: Path | None 
         else "",
         "layer_summary": _layer_summary(results),
         "metric_rows": metric_rows(results),
+        "srs_rows": srs_category_rows(results),
+        "not_measured": not_measured(results),
+        "latency_caveat": latency_caveat(results),
+        "metrics": results.metrics or {},
         "plots": plots or [],
         "weight_files": {n: d for n, d in results.to_json()["files"].items() if n.endswith(".safetensors")},
         "weight_bytes": sum(d.size for n, d in results.files.items() if n.endswith(".safetensors")),
@@ -135,24 +140,6 @@ def render_card(results: Results, card: CardSettings, template_dir: Path | None 
         raise CardError(f"card template references an undefined value: {exc.message}{_where(exc)}") from None
     except jinja2.TemplateSyntaxError as exc:
         raise CardError(f"card template {exc.filename or exc.name}:{exc.lineno}: {exc.message}") from None
-
-
-@dataclass(frozen=True)
-class MetricRow:
-    """One row of the card's results table; `card lint` checks the rendered table against these."""
-
-    metric: str
-    value: str
-    how: str
-
-
-def metric_rows(results: Results) -> list[MetricRow]:
-    """The measured figures of a run, formatted once for the card and for its lint."""
-    sparsity = results.sparsity
-    return [
-        MetricRow("actual sparsity", f"{100 * sparsity.actual_sparsity:.2f} %",
-                  f"zeros / prunable weights, {sparsity.measured_from}"),
-    ]
 
 
 def _where(exc: Exception) -> str:

@@ -1,0 +1,240 @@
+"""The measure stage: perplexity, SRS on BBQ and latency of the pruned checkpoint against its dense base.
+
+    >>> metrics = evaluate_run(source, settings, eval_settings, run_dir, cache_dir, load_dense, progress=True)
+    >>> metrics["perplexity"]["pruned"]["ppl"], metrics["srs"]["comparison"]["srs_pruned"]
+
+The dense baseline is computed once per (base model at its pinned revision, dtype, protocol settings) and
+cached under `cache_dir`, so a grid of methods × sparsities pays for it once. The pruned model is loaded
+from the saved checkpoint: the figures describe what is published. Everything returned is plain JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SettingsError
+from .results import write_json_atomic
+from .settings import stable_hash
+
+log = logging.getLogger(__name__)
+
+EVAL_KINDS = ("ppl", "srs", "latency")
+EVAL_DIR = "eval"  # in the run folder, published: raw per-reply records
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Protocol settings of the measure stage (defaults: protocol.md §3-§5)."""
+
+    skip: frozenset[str] = frozenset()
+    ppl_data: str | None = None  # None: allenai/tulu-3-sft-mixture on the Hub
+    ppl_samples: int = 256
+    ppl_seq_len: int = 512
+    ppl_batch_size: int = 8
+    bbq_path: str | None = None  # None: Elfsong/BBQ on the Hub
+    bbq_categories: str | None = None  # None: the study's five; "all"; or a comma list
+    bbq_conditions: tuple[str, ...] = ("ambig",)
+    bbq_limit: int | None = None  # items per category
+    srs_batch_size: int = 8
+    latency_items: int | None = None  # None: the latency module's default
+    latency_max_tokens: int = 5
+    latency_warmup: int = 1
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.skip) - set(EVAL_KINDS))
+        if unknown:
+            raise SettingsError(f"--skip-eval takes {', '.join(EVAL_KINDS)}; unknown: {', '.join(unknown)}")
+        for name in ("ppl_samples", "ppl_seq_len", "ppl_batch_size", "srs_batch_size"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.bbq_limit is not None and self.bbq_limit < 1:
+            raise SettingsError("--bbq-limit must be at least 1")
+
+    def runs(self, kind: str) -> bool:
+        return kind not in self.skip
+
+    @property
+    def limits(self) -> dict[str, Any]:
+        """What makes this run smaller than the protocol; the card says so."""
+        found = {}
+        if self.bbq_limit is not None and self.runs("srs"):
+            found["bbq_limit_per_category"] = self.bbq_limit
+        if (self.ppl_samples, self.ppl_seq_len) != (256, 512) and self.runs("ppl"):
+            found["ppl_rows"] = f"{self.ppl_samples} x {self.ppl_seq_len} (protocol: 256 x 512)"
+        return found
+
+    def model_key(self) -> dict[str, Any]:
+        """The settings that decide one model's perplexity and SRS (not latency, which needs both)."""
+        data = asdict(self)
+        for name in ("skip", "latency_items", "latency_max_tokens", "latency_warmup"):
+            data.pop(name)
+        return data
+
+
+@dataclass
+class ModelMeasurement:
+    perplexity: Any = None  # PerplexityResult
+    srs: Any = None  # SrsRun
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def measure_model(model, tokenizer, settings: EvalSettings, *, ppl_rows=None, bbq=None) -> ModelMeasurement:
+    """Perplexity on the protocol rows and SRS on the BBQ items, for one model already in memory."""
+    from .measure.perplexity import evaluate_perplexity
+    from .measure.srs import evaluate_srs
+
+    found = ModelMeasurement()
+    if ppl_rows is not None:
+        found.perplexity = evaluate_perplexity(model, ppl_rows, batch_size=settings.ppl_batch_size)
+    if bbq is not None:
+        found.srs = evaluate_srs(model, tokenizer, bbq.items, batch_size=settings.srs_batch_size)
+    return found
+
+
+def prepare_inputs(tokenizer, settings: EvalSettings):
+    """(perplexity rows or None, BBQ set or None), both built once and shared by dense and pruned."""
+    from .measure.bbq import bbq_source, load_bbq
+    from .measure.perplexity import build_ppl_rows, ppl_source
+
+    rows = bbq = None
+    if settings.runs("ppl"):
+        rows = build_ppl_rows(tokenizer, ppl_source(settings.ppl_data), n_rows=settings.ppl_samples,
+                              seq_len=settings.ppl_seq_len)
+    if settings.runs("srs"):
+        categories = settings.bbq_categories
+        bbq = load_bbq(bbq_source(settings.bbq_path), categories, settings.bbq_conditions, settings.bbq_limit)
+    return rows, bbq
+
+
+# --- the dense baseline cache ------------------------------------------------------------------------------
+
+def _srs_to_json(run) -> dict:
+    data = asdict(run)
+    data.pop("replies")
+    return data
+
+
+def save_baseline(path: Path, measurement: ModelMeasurement) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if measurement.srs is not None:
+        from .measure.srs import write_replies_jsonl
+
+        write_replies_jsonl(measurement.srs, path.with_suffix(".replies.jsonl"))
+    write_json_atomic(path, {
+        "perplexity": asdict(measurement.perplexity) if measurement.perplexity is not None else None,
+        "srs": _srs_to_json(measurement.srs) if measurement.srs is not None else None,
+    })
+
+
+def load_baseline(path: Path) -> ModelMeasurement | None:
+    """A cached dense measurement, rebuilt into the measure modules' own types; None when absent."""
+    from .measure.perplexity import PerplexityResult, PplRowsInfo
+    from .measure.srs import Reply, SrsRun, summarise
+
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    found = ModelMeasurement()
+    if data.get("perplexity"):
+        ppl = dict(data["perplexity"])
+        found.perplexity = PerplexityResult(**dict(ppl, data=PplRowsInfo(**ppl["data"])))
+    if data.get("srs"):
+        replies_file = path.with_suffix(".replies.jsonl")
+        if not replies_file.is_file():
+            return None
+        replies = [Reply(**json.loads(line)) for line in replies_file.read_text().splitlines() if line.strip()]
+        per_category, overall = summarise(replies)
+        fields = {f.name for f in dataclasses.fields(SrsRun)} - {"per_category", "overall", "replies"}
+        found.srs = SrsRun(per_category=per_category, overall=overall, replies=replies,
+                           **{k: v for k, v in data["srs"].items() if k in fields})
+    return found
+
+
+# --- the stage ---------------------------------------------------------------------------------------------
+
+def evaluate_run(*, dense_identity: str, settings: EvalSettings, run_dir: Path, cache_dir: Path,
+                 load_dense: Callable[[], tuple[Any, Any]], load_pruned: Callable[[], tuple[Any, Any]],
+                 dense_folder: Callable[[], Path]) -> dict[str, Any]:
+    """Measure dense (cached) and pruned; return the `metrics` section of results.json.
+
+    `load_dense`/`load_pruned` return (model, tokenizer); `dense_folder` gives a transformers folder of the
+    dense model for MLX, called only when latency runs.
+    """
+    from .measure.srs import bias_blind_check, compare_srs, write_replies_jsonl
+
+    metrics: dict[str, Any] = {"protocol": {**settings.model_key(), "skip": sorted(settings.skip)},
+                               "limits": settings.limits,
+                               "not_measured": {k: "skipped by --skip-eval" for k in sorted(settings.skip)}}
+    bbq = None
+    if settings.runs("ppl") or settings.runs("srs"):
+        pruned_model, tokenizer = load_pruned()
+        rows, bbq = prepare_inputs(tokenizer, settings)
+        baseline_key = stable_hash({"model": dense_identity, "protocol": settings.model_key(),
+                                    "rows": rows.info.token_hash if rows is not None else None})
+        baseline_file = cache_dir / "baselines" / f"{baseline_key}.json"
+        pruned = measure_model(pruned_model, tokenizer, settings, ppl_rows=rows, bbq=bbq)
+        del pruned_model
+        gc.collect()
+        dense = load_baseline(baseline_file)
+        if dense is not None and ((rows is not None and dense.perplexity is None) or
+                                  (bbq is not None and dense.srs is None)):
+            dense = None  # cached by a run that skipped what this one measures
+        metrics["dense_baseline"] = {"cache_key": baseline_key, "reused": dense is not None}
+        if dense is None:
+            dense_model, _ = load_dense()
+            dense = measure_model(dense_model, tokenizer, settings, ppl_rows=rows, bbq=bbq)
+            del dense_model
+            gc.collect()
+            save_baseline(baseline_file, dense)
+        if rows is not None:
+            if dense.perplexity.token_hash != pruned.perplexity.token_hash:
+                raise RuntimeError("dense and pruned perplexity rows differ")  # a bug, never user input
+            metrics["perplexity"] = _ppl_section(dense.perplexity, pruned.perplexity)
+        if bbq is not None:
+            eval_dir = run_dir / EVAL_DIR
+            eval_dir.mkdir(exist_ok=True)
+            write_replies_jsonl(pruned.srs, eval_dir / "srs_replies_pruned.jsonl")
+            write_replies_jsonl(dense.srs, eval_dir / "srs_replies_dense.jsonl")
+            metrics["srs"] = _srs_section(dense.srs, pruned.srs, bbq, compare_srs)
+            if rows is not None:
+                comparison = compare_srs(dense.srs, pruned.srs, settings.bbq_conditions[0])
+                metrics["bias_blind"] = bias_blind_check(comparison, dense.perplexity.ppl, pruned.perplexity.ppl)
+    if settings.runs("latency"):
+        metrics["latency"] = _latency_section(run_dir, dense_folder, settings, bbq)
+    return metrics
+
+
+def _ppl_section(dense, pruned) -> dict[str, Any]:
+    return {"dense": asdict(dense), "pruned": asdict(pruned),
+            "change": (pruned.ppl - dense.ppl) / dense.ppl if dense.ppl else None}
+
+
+def _srs_section(dense, pruned, bbq, compare_srs) -> dict[str, Any]:
+    section: dict[str, Any] = {"data": bbq.summary(), "dense": _srs_to_json(dense), "pruned": _srs_to_json(pruned),
+                               "comparison": {}}
+    for condition in pruned.overall:
+        section["comparison"][condition] = asdict(compare_srs(dense, pruned, condition))
+    return section
+
+
+def _latency_section(run_dir: Path, dense_folder, settings: EvalSettings, bbq) -> dict[str, Any]:
+    """MLX latency of pruned vs dense on (a seeded sample of) the BBQ prompts, or built-in prompts."""
+    from .measure.bbq import prompt_messages
+    from .measure.latency import measure_latency
+
+    folder = dense_folder()
+    kwargs = {"max_tokens": settings.latency_max_tokens, "warmup": settings.latency_warmup}
+    if settings.latency_items is not None:
+        kwargs["n_items"] = settings.latency_items
+    prompts = [prompt_messages(item) for item in bbq.items] if bbq is not None else None
+    result = asdict(measure_latency(run_dir, folder, prompts, **kwargs))
+    result["prompts"] = "BBQ items of this run" if prompts else "built-in prompts (BBQ skipped)"
+    return result
