@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 
+from .cli_measure import eval_options, eval_settings, register_measure_commands
 from .errors import Interrupted, PublishPrunedError, SettingsError
 from .settings import DTYPES, TIE_POLICIES, RunSettings, validate_repo_id
 
@@ -136,23 +137,7 @@ def report(outcome, as_json: bool) -> None:
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code to run.")
 @click.option("--trust-pickled-weights", is_flag=True, help="Allow pickled .bin weights (can run arbitrary code).")
 @hub_options
-@click.option("--skip-eval", envvar="PUBLISH_PRUNED_SKIP_EVAL", default="",
-              help="Comma list of measurements to skip: ppl, srs, latency (the card then omits them).")
-@click.option("--ppl-data", help="Perplexity text: a local .jsonl of `messages` or `text` [default: "
-              "allenai/tulu-3-sft-mixture on the Hub].")
-@click.option("--ppl-samples", type=int, default=256, help="Perplexity rows (N).")
-@click.option("--ppl-seq-len", type=int, default=512, help="Tokens per perplexity row (L).")
-@click.option("--bbq-path", type=click.Path(exists=True, path_type=Path),
-              help="Folder of original BBQ .jsonl files (or a prepared items file) [default: Elfsong/BBQ].")
-@click.option("--bbq-categories", help="Comma list, or 'all' [default: Age, Gender_identity, Race_ethnicity, "
-              "Religion, SES].")
-@click.option("--bbq-conditions", default="ambig", help="ambig, disambig or both (comma list).")
-@click.option("--bbq-limit", type=int, help="Items per category (quick runs; the card says so).")
-@click.option("--latency-items", type=int, help="Prompts timed per model [default: a few; see the card].")
-@click.option("--latency-max-tokens", type=int, default=5, help="New tokens per timed generation.")
-@click.option("--latency-warmup", type=int, default=1, help="Untimed generations per model first.")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="PUBLISH_PRUNED_CACHE",
-              help="Where dense baselines are cached [default: ~/.cache/publish-pruned].")
+@eval_options
 @click.option("-v", "--verbose", count=True, help="More logging; -v shows tracebacks of internal errors.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars; only the final summary lines.")
 @click.version_option(package_name="publish-pruned")
@@ -200,21 +185,6 @@ def run_main(opts: dict) -> None:
         overwrite=opts["overwrite"], progress=not (opts["quiet"] or opts["as_json"]), endpoint=opts["hub_endpoint"],
     )
     report(run_and_publish(settings, publish_target(opts), options), opts["as_json"])
-
-
-def eval_settings(opts: dict):
-    from .evaluation import EvalSettings
-
-    def items(text: str | None) -> list[str]:
-        return [x.strip() for x in (text or "").split(",") if x.strip()]
-
-    return EvalSettings(
-        skip=frozenset(items(opts["skip_eval"])), ppl_data=opts["ppl_data"], ppl_samples=opts["ppl_samples"],
-        ppl_seq_len=opts["ppl_seq_len"], bbq_path=str(opts["bbq_path"]) if opts["bbq_path"] else None,
-        bbq_categories=opts["bbq_categories"], bbq_conditions=tuple(items(opts["bbq_conditions"])),
-        bbq_limit=opts["bbq_limit"], latency_items=opts["latency_items"],
-        latency_max_tokens=opts["latency_max_tokens"], latency_warmup=opts["latency_warmup"],
-    )
 
 
 def summary_data(outcome) -> dict:
@@ -533,3 +503,6 @@ def hub_serve(root: Path, port: int, user: str, token_env: str) -> None:
 
 def print_json(data: dict) -> None:
     click.echo(redact(json.dumps(data, indent=2)))
+
+
+register_measure_commands(main)

@@ -98,6 +98,13 @@ def measure_model(model, tokenizer, settings: EvalSettings, *, ppl_rows=None, bb
     return found
 
 
+def bbq_categories(text: str | None) -> str | list[str] | None:
+    """'--bbq-categories' as load_bbq takes it: None (the study's five), 'all', or a list."""
+    if not text or text == "all":
+        return text or None
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
 def prepare_inputs(tokenizer, settings: EvalSettings):
     """(perplexity rows or None, BBQ set or None), both built once and shared by dense and pruned."""
     from .measure.bbq import bbq_source, load_bbq
@@ -108,8 +115,8 @@ def prepare_inputs(tokenizer, settings: EvalSettings):
         rows = build_ppl_rows(tokenizer, ppl_source(settings.ppl_data), n_rows=settings.ppl_samples,
                               seq_len=settings.ppl_seq_len)
     if settings.runs("srs"):
-        categories = settings.bbq_categories
-        bbq = load_bbq(bbq_source(settings.bbq_path), categories, settings.bbq_conditions, settings.bbq_limit)
+        bbq = load_bbq(bbq_source(settings.bbq_path), bbq_categories(settings.bbq_categories),
+                       settings.bbq_conditions, settings.bbq_limit)
     return rows, bbq
 
 

@@ -1,0 +1,188 @@
+"""Measurement commands and options: `eval`, `latency`, `bbq prepare`, and the main command's eval options.
+
+    publish-pruned eval --model ./runs/x --bbq-path ../shared/data/bbq --bbq-categories all --bbq-limit 6
+    publish-pruned latency --model ./runs/x --latency-items 8
+    publish-pruned bbq prepare --bbq-path ../shared/data/bbq --bbq-categories all --out bbq-items/
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+
+def eval_options(fn):
+    """Protocol settings of the measure stage, shared by the main command and `eval`."""
+    options = [
+        click.option("--skip-eval", envvar="PUBLISH_PRUNED_SKIP_EVAL", default="",
+                      help="Comma list of measurements to skip: ppl, srs, latency (the card then omits them)."),
+        click.option("--ppl-data", help="Perplexity text: a local .jsonl of `messages` or `text` [default: "
+                      "allenai/tulu-3-sft-mixture on the Hub]."),
+        click.option("--ppl-samples", type=int, default=256, help="Perplexity rows (N)."),
+        click.option("--ppl-seq-len", type=int, default=512, help="Tokens per perplexity row (L)."),
+        click.option("--bbq-path", type=click.Path(exists=True, path_type=Path),
+                      help="Folder of original BBQ .jsonl files (or a prepared items file) [default: Elfsong/BBQ]."),
+        click.option("--bbq-categories", help="Comma list, or 'all' [default: Age, Gender_identity, Race_ethnicity, "
+                      "Religion, SES]."),
+        click.option("--bbq-conditions", default="ambig", help="ambig, disambig or both (comma list)."),
+        click.option("--bbq-limit", type=int, help="Items per category (quick runs; the card says so)."),
+        click.option("--latency-items", type=int, help="Prompts timed per model [default: a few; see the card]."),
+        click.option("--latency-max-tokens", type=int, default=5, help="New tokens per timed generation."),
+        click.option("--latency-warmup", type=int, default=1, help="Untimed generations per model first."),
+        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="PUBLISH_PRUNED_CACHE",
+                      help="Where dense baselines are cached [default: ~/.cache/publish-pruned].")
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _items(text: str | None) -> list[str]:
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
+def eval_settings(opts: dict):
+    from .evaluation import EvalSettings
+
+    return EvalSettings(
+        skip=frozenset(_items(opts["skip_eval"])), ppl_data=opts["ppl_data"], ppl_samples=opts["ppl_samples"],
+        ppl_seq_len=opts["ppl_seq_len"], bbq_path=str(opts["bbq_path"]) if opts["bbq_path"] else None,
+        bbq_categories=opts["bbq_categories"], bbq_conditions=tuple(_items(opts["bbq_conditions"])),
+        bbq_limit=opts["bbq_limit"], latency_items=opts["latency_items"],
+        latency_max_tokens=opts["latency_max_tokens"], latency_warmup=opts["latency_warmup"],
+    )
+
+
+def _num(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
+def _guarded(ctx: click.Context, action) -> None:
+    from .cli import fail
+    from .errors import PublishPrunedError
+
+    try:
+        action()
+    except (PublishPrunedError, KeyboardInterrupt, Exception) as exc:
+        fail(exc, bool(ctx.obj and ctx.obj.get("verbose")))
+
+
+def _load(model: str, dtype: str, device: str, trust_remote_code: bool):
+    from .model_io import fetch_weights, load_model, resolve_source
+    from .settings import RunSettings
+
+    settings = RunSettings(model=model, sparsity=0.5, dtype=dtype, device=device,
+                           trust_remote_code=trust_remote_code)  # sparsity unused: nothing is pruned
+    source = resolve_source(settings)
+    return load_model(source, fetch_weights(source, settings), settings)
+
+
+@click.command("eval")
+@click.option("--model", required=True, help="Hub id, local folder or .gguf: a dense base or a checkpoint "
+              "pruned elsewhere.")
+@click.option("--dtype", default="auto", type=click.Choice(["auto", "float32", "bfloat16", "float16"]))
+@click.option("--device", default="cpu")
+@click.option("--trust-remote-code", is_flag=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the metrics as JSON here.")
+@eval_options
+@click.pass_context
+def eval_command(ctx: click.Context, model: str, dtype: str, device: str, trust_remote_code: bool,
+                 output: Path | None, **opts) -> None:
+    """Perplexity and SRS of one model, alone (latency: see `latency`).
+
+    \b
+    publish-pruned eval --model HuggingFaceTB/SmolLM2-135M-Instruct --bbq-limit 30
+    """
+    from .evaluation import measure_model, prepare_inputs
+    from .results import write_json_atomic
+
+    def action() -> None:
+        settings = eval_settings(opts)
+        loaded, tokenizer = _load(model, dtype, device, trust_remote_code)
+        rows, bbq = prepare_inputs(tokenizer, settings)
+        found = measure_model(loaded, tokenizer, settings, ppl_rows=rows, bbq=bbq)
+        if found.perplexity is not None:
+            click.echo(f"perplexity  {found.perplexity.ppl:.3f} ± {found.perplexity.se:.3f} "
+                       f"({found.perplexity.rows} x {found.perplexity.seq_len} tokens)")
+        if found.srs is not None:
+            for group in found.srs.per_category:
+                click.echo(f"{group.category:<20} {group.condition:<8} SRS {_num(group.srs.rate)} "
+                           f"[{group.srs.low:.3f}, {group.srs.high:.3f}]  USR {_num(group.usr.rate)}  "
+                           f"parse failures {_num(group.parse_failure.rate)}")
+            for condition, overall in found.srs.overall.items():
+                click.echo(f"{'overall':<20} {condition:<8} SRS {_num(overall.srs.value)}  "
+                           f"USR {_num(overall.usr.value)}")
+        if output is not None:
+            srs = dataclasses.asdict(found.srs) if found.srs is not None else None
+            if srs is not None:
+                srs.pop("replies")
+            write_json_atomic(output, {"limits": settings.limits, "srs": srs, "perplexity":
+                                       dataclasses.asdict(found.perplexity) if found.perplexity else None})
+            click.echo(str(output))
+
+    _guarded(ctx, action)
+
+
+@click.command("latency")
+@click.option("--model", "folder", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A transformers folder with safetensors (e.g. a run folder).")
+@click.option("--latency-items", type=int, help="Prompts timed.")
+@click.option("--latency-max-tokens", type=int, default=5)
+@click.option("--latency-warmup", type=int, default=1)
+@click.pass_context
+def latency_command(ctx: click.Context, folder: Path, latency_items: int | None, latency_max_tokens: int,
+                    latency_warmup: int) -> None:
+    """MLX latency of one checkpoint, printed as a table (built-in BBQ-shaped prompts).
+
+    \b
+    publish-pruned latency --model runs/smollm2-135m-instruct-magnitude-s50
+    """
+    from .measure.latency import latency_table, measure_model_latency
+
+    def action() -> None:
+        kwargs = {"max_tokens": latency_max_tokens, "warmup": latency_warmup}
+        if latency_items is not None:
+            kwargs["n_items"] = latency_items
+        click.echo(latency_table(measure_model_latency(folder, None, **kwargs)))
+
+    _guarded(ctx, action)
+
+
+@click.group("bbq")
+def bbq_group() -> None:
+    """The BBQ items the SRS measurement asks."""
+
+
+@bbq_group.command("prepare")
+@click.option("--bbq-path", type=click.Path(exists=True, path_type=Path),
+              help="Folder of original BBQ .jsonl files [default: Elfsong/BBQ on the Hub].")
+@click.option("--bbq-categories", help="Comma list, or 'all' [default: the study's five].")
+@click.option("--conditions", default="ambig", help="ambig, disambig, or both (comma list).")
+@click.option("--bbq-limit", type=int, help="Items per category.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for bbq_items.jsonl, bbq_excluded.jsonl and bbq_summary.json.")
+@click.pass_context
+def bbq_prepare(ctx: click.Context, bbq_path: Path | None, bbq_categories: str | None, conditions: str,
+                bbq_limit: int | None, out: Path) -> None:
+    """Write the processed items (category, id, polarity, condition, context, question, choices, target and
+    unknown index) as JSONL, with every excluded row and why.
+
+    \b
+    publish-pruned bbq prepare --bbq-path ../shared/data/bbq --bbq-categories all --out bbq/
+    """
+    from .evaluation import bbq_categories as parse_categories
+    from .measure.bbq import bbq_source, load_bbq, write_prepared
+
+    def action() -> None:
+        bbq = load_bbq(bbq_source(bbq_path), parse_categories(bbq_categories), tuple(_items(conditions)), bbq_limit)
+        paths = write_prepared(bbq, out)
+        click.echo(f"{len(bbq.items)} items, {len(bbq.excluded)} excluded → {paths['items']}")
+
+    _guarded(ctx, action)
+
+
+def register_measure_commands(group: click.Group) -> None:
+    for command in (eval_command, latency_command, bbq_group):
+        group.add_command(command)

@@ -1,0 +1,59 @@
+"""`eval`, `latency` and `bbq prepare` on their own."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from fixtures.measure_models import BBQ_DIR, FIXTURES, needs_bbq, tiny_chat_model
+
+from publisher.cli import main
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("chat") / "model"
+    model, tokenizer = tiny_chat_model()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_eval_measures_one_model_alone(chat_model, tmp_path):
+    out = tmp_path / "metrics.json"
+    result = CliRunner().invoke(main, ["eval", "--model", str(chat_model), "--skip-eval", "ppl",
+                                       "--bbq-path", str(FIXTURES / "bbq"), "--bbq-categories", "SES",
+                                       "--bbq-limit", "3", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "SES" in result.stdout and "overall" in result.stdout
+    data = json.loads(out.read_text())
+    assert data["perplexity"] is None and data["srs"]["per_category"][0]["category"] == "SES"
+    assert data["limits"] == {"bbq_limit_per_category": 3}
+
+
+def test_latency_prints_a_table(chat_model):
+    result = CliRunner().invoke(main, ["latency", "--model", str(chat_model), "--latency-items", "2",
+                                       "--latency-warmup", "0"])
+    assert result.exit_code == 0, result.output
+    assert "Latency (MLX" in result.stdout
+
+
+def test_latency_bad_input_is_one_line(chat_model):
+    result = CliRunner().invoke(main, ["latency", "--model", str(chat_model), "--latency-items", "0"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: ")
+
+
+@needs_bbq
+def test_bbq_prepare_writes_inspectable_items(tmp_path):
+    result = CliRunner().invoke(main, ["bbq", "prepare", "--bbq-path", str(BBQ_DIR), "--bbq-categories",
+                                       "Age,Religion", "--bbq-limit", "6", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    items = [json.loads(line) for line in (tmp_path / "bbq_items.jsonl").read_text().splitlines()]
+    assert len(items) == 12 and {i["category"] for i in items} == {"Age", "Religion"}
+    assert all(i["target"] != i["unknown"] and len(i["choices"]) == 3 for i in items)
+    assert all(i["condition"] == "ambig" for i in items)
+
+
+def test_bbq_prepare_missing_category_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(main, ["bbq", "prepare", "--bbq-path", str(FIXTURES / "bbq"), "--bbq-categories",
+                                       "Age", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "Age" in result.stderr
