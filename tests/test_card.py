@@ -71,3 +71,37 @@ def test_card_config_adds_paper_citation_and_arxiv_tag(run_dir, tmp_path):
     text = out.read_text()
     assert "- arxiv:2605.08137" in text and "@inproceedings{rath2026pruning" in text
     assert "license: gemma" in text and "[arXiv:2605.08137](https://arxiv.org/abs/2605.08137)" in text
+
+
+def _with_hub_perplexity(run_dir, tmp_path):
+    """A copy of the run whose perplexity was measured on the Hub's Tulu mixture (figures supplied)."""
+    from publisher.results import read_results, write_results
+
+    results = read_results(run_dir / "results.json")
+    data = {"source": "hub:allenai/tulu-3-sft-mixture@0123456789abcdef0123456789abcdef01234567", "split": "train"}
+    results.metrics = {"limits": {}, "not_measured": {"srs": "skipped by --skip-eval",
+                                                      "latency": "skipped by --skip-eval"},
+                       "perplexity": {"pruned": {"ppl": 54.05, "se": 1.2, "rows": 256, "seq_len": 512, "data": data},
+                                      "dense": {"ppl": 8.94, "se": 0.2, "rows": 256, "seq_len": 512, "data": data},
+                                      "change": 54.05 / 8.94 - 1}}
+    write_results(tmp_path / "results.json", results)
+    return tmp_path / "results.json"
+
+
+def test_model_index_carries_measured_hub_figures_and_lint_rejects_nulls(run_dir, tmp_path):
+    import yaml
+
+    results_file = _with_hub_perplexity(run_dir, tmp_path)
+    rendered = CliRunner().invoke(main, ["card", "render", str(results_file)])
+    assert rendered.exit_code == 0, rendered.output
+    card = (tmp_path / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---\n")[1])
+    result = meta["model-index"][0]["results"][0]
+    assert result["dataset"]["type"] == "allenai/tulu-3-sft-mixture" and result["dataset"]["split"] == "train"
+    assert result["metrics"][0] == {"type": "perplexity", "value": 54.05, "name": "perplexity (256x512 tokens)"}
+    assert "| perplexity | 54.05 ± 1.20 | 8.94 ± 0.20 | +504.6 % |" in card
+    assert lint(tmp_path / "README.md").exit_code == 0
+
+    (tmp_path / "README.md").write_text(card.replace("split: train", "split: null"))
+    result = lint(tmp_path / "README.md")
+    assert result.exit_code == 2 and "model-index dataset 'split' is null" in result.stderr

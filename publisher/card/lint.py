@@ -34,6 +34,7 @@ def lint_card(text: str, results: Results | None = None) -> None:
     base = meta.get("base_model")
     if base is not None and (not isinstance(base, str) or base.count("/") != 1 or base.startswith((".", "/"))):
         problems.append(f"base_model {base!r} is not a Hub id")
+    problems += _model_index_problems(meta.get("model-index"))
     if "{{" in text or "{%" in text:
         problems.append("unrendered template syntax")
     if results is not None:
@@ -57,3 +58,23 @@ def _results_table(body: str) -> dict[str, list[str]]:
         if line.startswith("|") and len(cells) >= 4 and cells[0] not in ("metric", "") and set(cells[1]) != {"-"}:
             rows[cells[0]] = cells[1:4]
     return rows
+
+
+def _model_index_problems(index: object) -> list[str]:
+    """The Hub rejects entries with null dataset fields or non-numeric values."""
+    if index is None:
+        return []
+    problems = []
+    for model in index if isinstance(index, list) else [index]:
+        for result in (model or {}).get("results") or []:
+            dataset = result.get("dataset") or {}
+            for key in ("type", "name"):
+                if not dataset.get(key):
+                    problems.append(f"model-index dataset lacks '{key}'")
+            for key in ("config", "split", "revision"):
+                if key in dataset and dataset[key] in (None, ""):
+                    problems.append(f"model-index dataset '{key}' is null")
+            for metric in result.get("metrics") or []:
+                if not isinstance(metric.get("value"), int | float) or isinstance(metric.get("value"), bool):
+                    problems.append(f"model-index metric {metric.get('type')!r} value is not a number")
+    return problems

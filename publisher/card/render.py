@@ -22,6 +22,7 @@ from ..errors import CardError
 from ..prune import METHODS
 from ..results import Results
 from .figures import latency_caveat, metric_rows, not_measured, srs_category_rows
+from .model_index import eval_results
 from .plots import write_plots
 from .preview import write_preview
 
@@ -78,7 +79,11 @@ def card_metadata(results: Results, card: CardSettings) -> tuple[ModelCardData, 
     tags = ["pruning", results.pruning.method, results.pruning.structure, "llm-compression", RESEARCH_ONLY_TAG]
     if card.arxiv_id:
         tags.append(f"arxiv:{card.arxiv_id}")
+    measured = eval_results(results)
+    repo_id = results.settings.get("repo_id") or ""
     data = ModelCardData(
+        model_name=repo_id.split("/")[-1] or None,
+        eval_results=measured or None,
         base_model=source.base_model_id,
         library_name="transformers",
         pipeline_tag="text-generation",
