@@ -121,7 +121,13 @@ def report(outcome, as_json: bool) -> None:
 @click.option("--magnitude-ties", "tie_policy", type=click.Choice(TIE_POLICIES), default="exact",
               help="exact: zero exactly floor(n*s) weights per matrix; threshold: zero every |w| <= the k-th "
               "smallest (the study's behaviour; ties push sparsity above target).")
-@click.option("--seed", type=int, default=42, help="Seed of random masks.")
+@click.option("--structure", default="unstructured", envvar="PUBLISH_PRUNED_STRUCTURE",
+              help="unstructured, or N:M (N zeros in every M consecutive inputs), e.g. 2:4 (sparsity 0.5).")
+@click.option("--calibration-dataset", help="Wanda/SparseGPT calibration text: a Hub dataset [default: allenai/c4, "
+              "en, streamed] or a local .json/.jsonl/.json.gz of {\"text\": ...} rows.")
+@click.option("--calibration-samples", type=int, default=128, help="Calibration sequences.")
+@click.option("--calibration-seq-len", type=int, default=2048, help="Tokens per calibration sequence.")
+@click.option("--seed", type=int, default=42, help="Seed of random masks and of calibration sampling.")
 @click.option("--revision", help="Branch, tag or commit of a Hub base model (default: main, pinned to its commit).")
 @click.option("--base-model-id", help="Hub id of a local/GGUF base model, for the card's base_model and repo name.")
 @click.option("--suffix", help="Appended to the default repo name, e.g. 'pia'.")
@@ -177,6 +183,8 @@ def run_main(opts: dict) -> None:
         tie_policy=opts["tie_policy"], seed=opts["seed"], dtype=opts["dtype"], device=opts["device"],
         base_model_id=opts["base_model_id"], trust_remote_code=opts["trust_remote_code"],
         trust_pickled_weights=opts["trust_pickled_weights"], shard_size=opts["shard_size"],
+        structure=opts["structure"], calibration_dataset=opts["calibration_dataset"],
+        calibration_samples=opts["calibration_samples"], calibration_seq_len=opts["calibration_seq_len"],
     )
     options = RunOptions(
         evaluation=eval_settings(opts), cache_dir=opts["cache_dir"] or DEFAULT_CACHE_DIR,
@@ -258,19 +266,47 @@ def card() -> None:
 
 
 @card.command("render")
-@click.argument("results_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("results_file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--all", "manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Render every card of a collection manifest (model_cards/<name>.yaml) into the folder beside it.")
+@click.option("--check", is_flag=True,
+              help="With --all: write nothing; list the cards that would change and exit 1 if there are any.")
 @click.option("--card-config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--template", "template_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write here [default: README.md beside the results file].")
 @click.pass_context
-def card_render(ctx: click.Context, results_file: Path, card_config: Path | None, template_dir: Path | None,
-                output: Path | None) -> None:
-    """Re-render the card of a run from its results.json, without recomputing anything.
+def card_render(ctx: click.Context, results_file: Path | None, manifest: Path | None, check: bool,
+                card_config: Path | None, template_dir: Path | None, output: Path | None) -> None:
+    """Re-render the card of a run from its results.json, or every card of a collection, recomputing nothing.
 
     \b
     publish-pruned card render runs/x/results.json
+    publish-pruned card render --all model_cards/rath2026-pia.yaml
+    publish-pruned card render --all model_cards/rath2026-pia.yaml --check
     """
+    verbose = bool(ctx.obj["verbose"])
+    if manifest is not None:
+        if results_file is not None or card_config is not None or output is not None:
+            fail(SettingsError("--all renders a whole collection from its manifest: give no RESULTS_FILE, "
+                               "--card-config or -o (the manifest holds the card config)"), verbose)
+        from .card.collection import render_collection
+
+        try:
+            paths = render_collection(manifest, check=check, template_dir=template_dir)
+        except (PublishPrunedError, KeyboardInterrupt, Exception) as exc:
+            fail(exc, verbose)
+        for path in paths:
+            click.echo(str(path))
+        if check and paths:
+            click.echo(f"error: {len(paths)} card(s) differ from {manifest}; re-render them with "
+                       f"`publish-pruned card render --all {manifest}`", err=True)
+            sys.exit(1)
+        return
+    if check:
+        fail(SettingsError("--check applies to --all MANIFEST only"), verbose)
+    if results_file is None:
+        fail(SettingsError("give RESULTS_FILE, or --all MANIFEST to render a collection"), verbose)
     from .card import load_card_settings, write_card
     from .results import read_results
 
@@ -279,7 +315,7 @@ def card_render(ctx: click.Context, results_file: Path, card_config: Path | None
         target, _, warnings = write_card(results, load_card_settings(card_config), results_file.parent,
                                          template_dir, card_file=output)
     except (PublishPrunedError, KeyboardInterrupt, Exception) as exc:
-        fail(exc, bool(ctx.obj["verbose"]))
+        fail(exc, verbose)
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(str(target))

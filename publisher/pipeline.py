@@ -25,7 +25,10 @@ from .errors import OutputDirError, SettingsError
 from .evaluation import EVAL_DIR, EvalSettings, evaluate_run
 from .model_io import ResolvedSource, digest_files, fetch_weights, load_model, resolve_source, save_checkpoint
 from .prune import PruneRequest, get_method, prune_model
+from .prune.calibration import CalibrationSpec, load_calibration
+from .prune.nm import checkpoint_nm_violations
 from .prune.sparsity import measure_checkpoint
+from .prune.structure import parse_structure
 from .results import (
     RESULTS_FILE,
     FileDigest,
@@ -152,6 +155,14 @@ def run_pipeline(settings: RunSettings, options: RunOptions) -> RunOutcome:
             LayerSparsity(**x) for x in sparsity_state["sparsity"]["layers"]]))
     else:
         sparsity = measure_checkpoint(folder.root, [layer.name for layer in pruning.layers])
+        structure = parse_structure(settings.structure)
+        if not structure.unstructured:
+            violations = checkpoint_nm_violations(folder.root, [layer.name for layer in pruning.layers], structure)
+            sparsity.nm_violations = sum(violations.values())
+            if sparsity.nm_violations:
+                worst = max(violations, key=violations.get)
+                raise OutputDirError(f"saved checkpoint breaks {structure}: {sparsity.nm_violations} groups with "
+                                     f"fewer than {structure.n} zeros (most in {worst})")
         folder.write_record("sparsity", {"key": sparsity_key, "sparsity": dataclasses.asdict(sparsity)})
         options.on_stage("sparsity", "done")
 
@@ -187,13 +198,20 @@ def _prune_stage(settings: RunSettings, options: RunOptions, folder: RunFolder, 
     shutil.rmtree(folder.staging, ignore_errors=True)
 
     method = get_method(settings.method)
-    if method.needs_calibration:
-        raise SettingsError(f"method {method.name!r} needs calibration data, which this version cannot load yet")
+    if method.needs_calibration and settings.calibration_samples == 0:
+        raise SettingsError(f"method {method.name!r} needs calibration data: --calibration-samples must be ≥ 1")
     weights_dir = fetch_weights(source, settings, endpoint=options.endpoint, token=options.token)
     model, tokenizer = load_model(source, weights_dir, settings)
+    calibration = None
+    if method.needs_calibration:
+        calibration = load_calibration(tokenizer, CalibrationSpec(
+            settings.calibration_dataset, samples=settings.calibration_samples,
+            seq_len=settings.calibration_seq_len, seed=settings.seed))
     request = PruneRequest(method=settings.method, sparsity=settings.sparsity, tie_policy=settings.tie_policy,
-                           seed=settings.seed)
+                           seed=settings.seed, structure=settings.structure,
+                           calibration=calibration.input_ids if calibration else None)
     pruning = prune_model(model, request, progress=options.progress)
+    pruning.calibration = dataclasses.asdict(calibration.record) if calibration else None
     names = save_checkpoint(model, tokenizer, folder.staging, shard_size=settings.shard_size)
     source_record = SourceRecord(
         kind=source.kind, reference=source.reference, base_model_id=source.base_model_id, revision=source.revision,

@@ -71,6 +71,7 @@ class PruneRecord:
     scope: str  # human-readable description of what was prunable
     prune_time_s: float
     layers: list[LayerSparsity]  # counted on the in-memory model, right after pruning
+    calibration: dict[str, Any] | None = None  # dataset, revision or file sha256, samples, seq_len, token hash
 
 
 @dataclass
@@ -81,6 +82,7 @@ class SparsityRecord:
     prunable_params: int
     zero_params: int
     layers: list[LayerSparsity]
+    nm_violations: int | None = None  # N:M structures: groups with fewer than N zeros, over every matrix
 
     @property
     def actual_sparsity(self) -> float:

@@ -42,6 +42,10 @@ class RunSettings:
     trust_remote_code: bool = False
     trust_pickled_weights: bool = False
     shard_size: str = DEFAULT_SHARD_SIZE
+    structure: str = "unstructured"  # or N:M, e.g. "2:4"
+    calibration_dataset: str | None = None  # None: allenai/c4 (en); or a local .json/.jsonl/.json.gz file
+    calibration_samples: int = 128
+    calibration_seq_len: int = 2048
 
     def __post_init__(self) -> None:
         if not (0.0 < self.sparsity < 1.0):
@@ -52,6 +56,11 @@ class RunSettings:
             raise SettingsError(f"--magnitude-ties must be one of {', '.join(TIE_POLICIES)}")
         if self.base_model_id is not None:
             validate_repo_id(self.base_model_id, what="--base-model-id")
+        from .prune.structure import parse_structure  # late: prune imports torch
+
+        parse_structure(self.structure).check_sparsity(self.sparsity)
+        if self.calibration_samples < 0 or self.calibration_seq_len < 1:
+            raise SettingsError("--calibration-samples must be ≥ 0 and --calibration-seq-len ≥ 1")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -67,6 +76,9 @@ class RunSettings:
                 "seed": self.seed,
                 "dtype": self.dtype,
                 "shard_size": self.shard_size,
+                "structure": self.structure,
+                "calibration": [self.calibration_dataset, self.calibration_samples, self.calibration_seq_len]
+                if self.method in ("wanda", "sparsegpt") else None,
             }
         )
 

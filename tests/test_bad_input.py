@@ -89,8 +89,8 @@ def test_ctrl_c_during_pruning_leaves_nothing_looking_complete(tmp_path, model_d
     out = tmp_path / "run"
     original = prune.METHODS["magnitude"]
 
-    def interrupted(layers, request, done):
-        original.prune(layers[:3], request, done)
+    def interrupted(model, layers, request, done):
+        original.prune(model, layers[:3], request, done)
         raise KeyboardInterrupt
 
     monkeypatch.setitem(

@@ -1,39 +1,75 @@
 """Pruning methods, registered by name, and `prune_model` which runs one over the prunable scope.
 
-Adding a method is one module that defines a function and decorates it:
+Adding a method is one module that defines a function and decorates it (then import it at the bottom):
 
     @register("magnitude", description="...", needs_calibration=False)
-    def prune_magnitude(layers, request, progress): ...
+    def prune_magnitude(model, layers, request, done): ...
 
     >>> record = prune_model(model, PruneRequest(method="magnitude", sparsity=0.5))
     >>> record.layers[0].zeros / record.layers[0].params
     0.5
+    >>> calib = load_calibration(tokenizer, CalibrationSpec("c4-sample.json.gz", samples=128, seq_len=2048))
+    >>> prune_model(model, PruneRequest("wanda", 0.5, structure="2:4", calibration=calib.input_ids))
+
+Methods: `random`, `magnitude` (no calibration), `wanda`, `sparsegpt` (calibration token ids needed);
+structures: `unstructured` or any N:M (`structure.py`). A method function zeroes weights in place and calls
+`done(layer)` after each layer; it may return a dict of details (timings) that `prune_model` logs.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import SettingsError
 from ..results import LayerSparsity, PruneRecord
+from .calibration import CalibrationError
 from .scope import SCOPE_DESCRIPTION, PrunableLinear, prunable_linears
+from .structure import Structure, parse_structure
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ACTIVATION_BUDGET = 1 << 30  # bytes of working activations per calibration chunk (see sequential.py)
 
 
 @dataclass(frozen=True)
 class PruneRequest:
+    """What to prune and how. `structure` accepts a `Structure` or its text ("unstructured", "2:4").
+
+    `calibration`: int64 token ids (samples × seq_len) for methods that need them (`load_calibration`);
+    `activation_budget_bytes`: how much working memory one chunk of calibration samples may use in a block's
+    forward (the block's inputs for all samples are held besides, in the model's dtype);
+    `sparsegpt_block_size` / `sparsegpt_damp`: the reference's 128 and 1 % of the mean Hessian diagonal.
+    """
+
     method: str
     sparsity: float
     tie_policy: str = "exact"
     seed: int = 42
-    structure: str = "unstructured"
+    structure: Structure | str = "unstructured"
+    calibration: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    activation_budget_bytes: int = DEFAULT_ACTIVATION_BUDGET
+    sparsegpt_block_size: int = 128
+    sparsegpt_damp: float = 0.01
+
+    def __post_init__(self) -> None:
+        if isinstance(self.structure, str):
+            object.__setattr__(self, "structure", parse_structure(self.structure))
+
+    @property
+    def nm(self) -> Structure:
+        """The structure, typed (always a `Structure` after construction)."""
+        assert isinstance(self.structure, Structure)
+        return self.structure
 
 
-PruneFn = Callable[[list[PrunableLinear], PruneRequest, Callable[[PrunableLinear], None]], None]
+Done = Callable[[PrunableLinear], None]
+PruneFn = Callable[[torch.nn.Module, list[PrunableLinear], PruneRequest, Done], "dict | None"]
 
 
 @dataclass(frozen=True)
@@ -66,21 +102,68 @@ def count_layer(layer: PrunableLinear) -> LayerSparsity:
     return LayerSparsity(layer.weight_name, list(weight.shape), weight.numel(), int((weight == 0).sum()))
 
 
+def check_request(model: torch.nn.Module, request: PruneRequest, layers: list[PrunableLinear]) -> None:
+    """Every user-facing error before any work: structure vs sparsity and shapes, tie policy, calibration."""
+    method = get_method(request.method)
+    structure = request.nm
+    if not 0.0 < request.sparsity < 1.0:
+        raise SettingsError(f"sparsity must be strictly between 0 and 1, got {request.sparsity:g}")
+    structure.check_sparsity(request.sparsity)
+    if not structure.unstructured:
+        bad = next((x for x in layers if not structure.fits(x.module.in_features)), None)
+        if bad is not None:
+            raise SettingsError(
+                f"structure {structure} needs the input size of every prunable matrix to be a multiple of "
+                f"{structure.m}; {bad.name} has {bad.module.in_features} inputs"
+            )
+        if method.name == "magnitude" and request.tie_policy != "exact":
+            raise SettingsError("--magnitude-ties threshold applies to unstructured magnitude pruning only; "
+                                f"structure {structure} always prunes exactly {structure.n} per group")
+    if method.needs_calibration:
+        ids = request.calibration
+        if ids is None or ids.numel() == 0:
+            raise CalibrationError(
+                f"method {method.name!r} needs calibration data: --calibration-samples must be at least 1"
+            )
+        if ids.dim() != 2 or ids.dtype not in (torch.int64, torch.int32):
+            raise CalibrationError(f"calibration must be integer token ids shaped samples × seq_len, got "
+                                   f"{ids.dtype} {tuple(ids.shape)}")
+        config = getattr(model, "config", None)
+        text_config = config.get_text_config() if config is not None else None
+        limit = getattr(text_config, "max_position_embeddings", None)
+        if limit and ids.shape[1] > limit:
+            raise CalibrationError(f"calibration sequences of {ids.shape[1]} tokens exceed the model's "
+                                   f"max_position_embeddings ({limit}); lower --calibration-seq-len")
+        vocab = getattr(text_config, "vocab_size", None)
+        if vocab and int(ids.max()) >= vocab:
+            raise CalibrationError(f"calibration token id {int(ids.max())} is outside the model's vocabulary "
+                                   f"({vocab}); was it tokenized with another tokenizer?")
+
+
 @torch.no_grad()
 def prune_model(model: torch.nn.Module, request: PruneRequest, *, progress: bool = True) -> PruneRecord:
     """Prune every prunable linear of `model` in place with the requested method; time it."""
     method = get_method(request.method)
     layers = prunable_linears(model)
-    with tqdm(total=len(layers), desc=f"{method.name} pruning", unit="layer", disable=not progress) as bar:
-        start = time.perf_counter()
-        method.prune(layers, request, lambda layer: bar.update(1))
-        elapsed = time.perf_counter() - start
+    check_request(model, request, layers)
+    training = model.training
+    model.eval()
+    try:
+        with tqdm(total=len(layers), desc=f"{method.name} pruning", unit="layer", disable=not progress) as bar:
+            start = time.perf_counter()
+            details = method.prune(model, layers, request, lambda layer: bar.update(1))
+            elapsed = time.perf_counter() - start
+    finally:
+        model.train(training)
+    if details:
+        log.info("%s details: %s", method.name, details)
+    ties = request.tie_policy if method.name == "magnitude" and request.nm.unstructured else "n/a"
     return PruneRecord(
-        method=method.name, structure=request.structure, target_sparsity=request.sparsity,
-        tie_policy=request.tie_policy if method.name == "magnitude" else "n/a", seed=request.seed,
-        scope=SCOPE_DESCRIPTION, prune_time_s=round(elapsed, 4), layers=[count_layer(x) for x in layers],
+        method=method.name, structure=str(request.nm), target_sparsity=request.sparsity,
+        tie_policy=ties, seed=request.seed, scope=SCOPE_DESCRIPTION, prune_time_s=round(elapsed, 4),
+        layers=[count_layer(x) for x in layers],
     )
 
 
 # Importing the method modules registers them.
-from . import magnitude, random  # noqa: E402,F401
+from . import magnitude, random, sparsegpt, wanda  # noqa: E402,F401
