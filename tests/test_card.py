@@ -105,3 +105,33 @@ def test_model_index_carries_measured_hub_figures_and_lint_rejects_nulls(run_dir
     (tmp_path / "README.md").write_text(card.replace("split: train", "split: null"))
     result = lint(tmp_path / "README.md")
     assert result.exit_code == 2 and "model-index dataset 'split' is null" in result.stderr
+
+
+def test_hub_datasets_and_bias_tag_in_metadata(run_dir, tmp_path):
+    import yaml
+
+    results_file = _with_hub_perplexity(run_dir, tmp_path)
+    assert CliRunner().invoke(main, ["card", "render", str(results_file)]).exit_code == 0
+    meta = yaml.safe_load((tmp_path / "README.md").read_text().split("---\n")[1])
+    assert meta["datasets"] == ["allenai/tulu-3-sft-mixture"]
+    assert "bias-evaluation" not in meta["tags"]  # SRS was not measured in this run
+
+
+def test_results_from_a_newer_schema_are_refused(run_dir, tmp_path):
+    import json
+
+    data = json.loads((run_dir / "results.json").read_text())
+    data["schema_version"] = 99
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    result = CliRunner().invoke(main, ["card", "render", str(tmp_path / "results.json")])
+    assert result.exit_code == 2 and "schema version 99 is newer" in result.stderr
+
+
+def test_a_base_without_license_gets_other_with_a_link_and_a_warning(tmp_path):
+    model = save_tiny_model("llama", tmp_path / "base")  # no README: no license to inherit
+    result = CliRunner().invoke(main, ["--model", str(model), "--sparsity", "0.5", "--dry-run", "-q",
+                                       "--output-dir", str(tmp_path / "run"), "--base-model-id", "org/tiny"])
+    assert result.exit_code == 0, result.output
+    assert "warning: the base model's license could not be found" in result.stderr
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "license: other" in card and "license_link: https://huggingface.co/org/tiny" in card

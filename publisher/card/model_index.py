@@ -48,3 +48,19 @@ def eval_results(results: Results) -> list[EvalResult]:
                     metric_name=f"stereotype reliance score ({group['condition']})",
                     metric_value=round(group["srs"]["rate"], 4)))
     return found
+
+
+def hub_datasets(results: Results) -> list[str]:
+    """Hub ids of the calibration and evaluation sets this run used (local files have none)."""
+    found: list[str] = []
+    calibration = results.pruning.calibration
+    if calibration and not calibration.get("file_sha256"):
+        found.append(calibration["dataset"])
+    metrics = results.metrics or {}
+    sources = [(metrics.get("perplexity") or {}).get("pruned", {}).get("data", {}).get("source"),
+               (metrics.get("srs") or {}).get("data", {}).get("source")]
+    for source in sources:
+        hub = _hub_dataset(source or "")
+        if hub and hub[0] not in found:
+            found.append(hub[0])
+    return found

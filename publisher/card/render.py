@@ -22,7 +22,7 @@ from ..errors import CardError
 from ..prune import METHODS
 from ..results import Results
 from .figures import latency_caveat, metric_rows, not_measured, srs_category_rows
-from .model_index import eval_results
+from .model_index import eval_results, hub_datasets
 from .plots import write_plots
 from .preview import write_preview
 
@@ -76,7 +76,10 @@ def card_metadata(results: Results, card: CardSettings) -> tuple[ModelCardData, 
             license_fields["license_link"] = link
         if source.license is None:
             warnings.append("the base model's license could not be found; the card says 'license: other'")
+    metrics = results.metrics or {}
     tags = ["pruning", results.pruning.method, results.pruning.structure, "llm-compression", RESEARCH_ONLY_TAG]
+    if metrics.get("srs"):
+        tags.insert(3, "bias-evaluation")
     if card.arxiv_id:
         tags.append(f"arxiv:{card.arxiv_id}")
     measured = eval_results(results)
@@ -85,6 +88,7 @@ def card_metadata(results: Results, card: CardSettings) -> tuple[ModelCardData, 
         model_name=repo_id.split("/")[-1] or None,
         eval_results=measured or None,
         base_model=source.base_model_id,
+        datasets=hub_datasets(results) or None,
         library_name="transformers",
         pipeline_tag="text-generation",
         language=list(source.language) or None,
