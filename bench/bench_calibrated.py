@@ -33,9 +33,12 @@ def status_kib(field: str) -> int:
     return 0
 
 
-def child(method: str, samples: int, seq_len: int, budget: int) -> None:
+def child(method: str, samples: int, seq_len: int, budget: int, threads: int) -> None:
     sys.path.insert(0, str(ROOT))
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from publisher.demo_model import smollm2_gguf
@@ -68,15 +71,16 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=2, help="runs of each configuration; the fastest is kept")
     parser.add_argument("--budget-mib", type=int, default=1024, help="activation_budget_bytes, in MiB")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--child", nargs=3, metavar=("METHOD", "SAMPLES", "SEQ_LEN"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], int(args.child[1]), int(args.child[2]), args.budget_mib << 20)
+        child(args.child[0], int(args.child[1]), int(args.child[2]), args.budget_mib << 20, args.threads)
         return
     if not C4.is_file():
         sys.exit(f"C4 sample absent: {C4}")
     print(f"SmolLM2-135M-Instruct fp32 on CPU, sparsity 0.5 unstructured, seq_len {args.seq_len}, "
-          f"activation budget {args.budget_mib} MiB")
+          f"activation budget {args.budget_mib} MiB, threads {args.threads or 'default'}")
     header = (f"{'method':<10}{'samples':>8}{'tokens':>8}{'chunk':>6}{'capture s':>10}{'forward s':>10}"
               f"{'prune s':>9}{'total s':>9}{'RSS MiB':>9}{'peak MiB':>9}{'extra MiB':>10}{'run':>5}")
     print(header)
@@ -85,8 +89,8 @@ def main() -> None:
         for method in args.methods:
             for samples in args.samples:
                 run = subprocess.run(
-                    [sys.executable, __file__, "--budget-mib", str(args.budget_mib), "--child", method,
-                     str(samples), str(args.seq_len)], capture_output=True, text=True, cwd=ROOT,
+                    [sys.executable, __file__, "--budget-mib", str(args.budget_mib), "--threads", str(args.threads),
+                     "--child", method, str(samples), str(args.seq_len)], capture_output=True, text=True, cwd=ROOT,
                 )
                 if run.returncode:
                     sys.exit(f"{method} {samples}: child failed\n{run.stderr[-3000:]}")
