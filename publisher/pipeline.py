@@ -77,7 +77,8 @@ class RunOutcome:
 
 def run_identity(settings: RunSettings) -> str:
     """What makes two invocations the same run (and allowed to share an output folder)."""
-    keys = ("model", "revision", "method", "sparsity", "tie_policy", "seed", "dtype", "base_model_id")
+    keys = ("model", "revision", "method", "sparsity", "tie_policy", "seed", "dtype", "base_model_id", "structure",
+            "calibration_dataset", "calibration_samples", "calibration_seq_len")
     return stable_hash({k: getattr(settings, k) for k in keys})
 
 

@@ -77,7 +77,8 @@ class RunSettings:
                 "dtype": self.dtype,
                 "shard_size": self.shard_size,
                 "structure": self.structure,
-                "calibration": [self.calibration_dataset, self.calibration_samples, self.calibration_seq_len]
+                "calibration": [self.calibration_dataset, _file_digest(self.calibration_dataset),
+                                self.calibration_samples, self.calibration_seq_len]
                 if self.method in ("wanda", "sparsegpt") else None,
             }
         )
@@ -94,6 +95,8 @@ class RunSettings:
     def repo_name(self, namespace: str, suffix: str | None = None) -> str:
         """Default repo id: `<namespace>/<base-name-lowercase>-<method>-s<NN>[-<suffix>]`."""
         name = f"{self.base_name().lower()}-{self.method}-s{round(self.sparsity * 100):02d}"
+        if self.structure != "unstructured":  # 2:4 and unstructured runs must not share a repo
+            name = f"{name}-{self.structure.replace(':', 'of')}"
         if suffix:
             name = f"{name}-{suffix}"
         return f"{namespace}/{name}"
@@ -114,6 +117,17 @@ def validate_repo_id(repo_id: str, what: str = "--repo-id") -> str:
             "'-', '_', '.'; no '--' or '..'; at most 96 characters each)"
         )
     return repo_id
+
+
+def _file_digest(path: str | None) -> str | None:
+    """sha256 of a local calibration file, so an edited file at the same path is not taken as the same run."""
+    if not path or not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def stable_hash(obj: object) -> str:

@@ -37,3 +37,13 @@ def test_prune_key_changes_with_anything_that_changes_the_weights():
     }
     assert len(keys) == 5
     assert base.prune_key("x") == RunSettings(model="org/m", sparsity=0.5, device="cuda").prune_key("x")
+
+
+def test_structure_is_part_of_the_repo_name_and_calibration_file_edits_change_the_key(tmp_path):
+    assert RunSettings(model="org/m", sparsity=0.5, structure="2:4").repo_name("u") == "u/m-magnitude-s50-2of4"
+    calib = tmp_path / "c.jsonl"
+    calib.write_text('{"text": "a"}\n')
+    settings = RunSettings(model="org/m", sparsity=0.5, method="wanda", calibration_dataset=str(calib))
+    before = settings.prune_key("x")
+    calib.write_text('{"text": "b"}\n')
+    assert settings.prune_key("x") != before
