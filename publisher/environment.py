@@ -23,6 +23,15 @@ def library_versions() -> dict[str, str]:
 
 
 def cpu_model() -> str:
+    """The CPU's marketing name (macOS: sysctl; Linux: /proc/cpuinfo), else what `platform` knows."""
+    if platform.system() == "Darwin":
+        try:
+            done = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                  timeout=5, check=False)
+            if done.stdout.strip():
+                return done.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -20,6 +20,7 @@ from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNot
 from huggingface_hub.repocard import metadata_load
 
 from .errors import ModelSourceError, SettingsError
+from .hashing import sha256_file
 from .results import FileDigest
 from .settings import RunSettings, validate_repo_id
 
@@ -49,14 +50,6 @@ class ResolvedSource:
     @property
     def identity(self) -> str:
         return f"{self.kind}:{self.reference}@{self.revision or self.content_sha256}"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def digest_files(folder: Path, names: list[str]) -> dict[str, FileDigest]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SettingsError
+from .hashing import sha256_file
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 TIE_POLICIES = ("exact", "threshold")
@@ -121,13 +122,7 @@ def validate_repo_id(repo_id: str, what: str = "--repo-id") -> str:
 
 def _file_digest(path: str | None) -> str | None:
     """sha256 of a local calibration file, so an edited file at the same path is not taken as the same run."""
-    if not path or not Path(path).is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path) if path and Path(path).is_file() else None
 
 
 def stable_hash(obj: object) -> str:

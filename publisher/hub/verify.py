@@ -20,6 +20,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.hf_api import RepoFile
 
 from ..errors import PublishError
+from ..hashing import sha256_file
 from ..results import FileDigest, Results
 from .retry import DEFAULT_POLICY, RetryPolicy, with_retries
 
@@ -27,14 +28,6 @@ from .retry import DEFAULT_POLICY, RetryPolicy, with_retries
 def git_blob_sha1(path: Path) -> str:
     """The git object id the Hub reports for a regular (non-LFS) file."""
     digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
             digest.update(block)
@@ -116,7 +109,7 @@ def verify_sparsity(api: HfApi, repo_id: str, revision: str, folder: Path, files
     with tempfile.TemporaryDirectory(prefix="publish-pruned-verify-") as tmp:
         path = Path(with_retries(lambda: api.hf_hub_download(repo_id, shard, revision=revision, cache_dir=tmp),
                                  what=f"download of {shard}", policy=policy))
-        if file_sha256(path) != files[shard].sha256:
+        if sha256_file(path) != files[shard].sha256:
             raise PublishError(f"{repo_id}@{revision[:12]}: the downloaded {shard} does not hash to the run's sha256")
         problems, zeros, params = [], 0, 0
         with safe_open(str(path), framework="pt") as handle:

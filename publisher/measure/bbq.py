@@ -24,7 +24,6 @@ exclusions are always counted over all rows read.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections import Counter
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ..hashing import sha256_file
 from .chat import chat_token_ids
 from .errors import BbqDataError
 
@@ -266,10 +266,6 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 # The six (target, unknown) answer-position arrangements, ordered so that every run of three has distinct target
 # positions and distinct unknown positions: a sample of 3k items balances both exactly.
 ARRANGEMENTS = ((0, 1), (1, 2), (2, 0), (0, 2), (1, 0), (2, 1))
@@ -315,7 +311,7 @@ def load_bbq(source: BbqSource, categories: str | Sequence[str] | None = None,
         raw = {}
         for c in chosen:
             raw[c] = _read_jsonl(paths[c])
-            files[c] = _sha256(paths[c])
+            files[c] = sha256_file(paths[c])
         label, hub = f"jsonl_dir:{folder}", False
     elif source.kind == "hub":
         try:
@@ -402,7 +398,7 @@ def load_prepared(path: Path, categories: str | Sequence[str] | None = None, con
     excluded_path = path.with_name(EXCLUDED_FILE)
     excluded = [Exclusion(**row) for row in _read_jsonl(excluded_path)] if excluded_path.is_file() else []
     excluded = [e for e in excluded if e.category in chosen and e.condition in conditions]
-    return BbqSet(items=items, excluded=excluded, source=f"prepared:{path}", files={"items": _sha256(path)},
+    return BbqSet(items=items, excluded=excluded, source=f"prepared:{path}", files={"items": sha256_file(path)},
                   categories=chosen, conditions=list(conditions),
                   rows_read=sum(1 for i in all_items if i.category in chosen and i.condition in conditions)
                   + len(excluded), limit_per_category=limit_per_category, missing_default_categories=missing)

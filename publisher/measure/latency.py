@@ -45,7 +45,6 @@ import numbers
 import os
 import platform
 import random
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -56,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from ..environment import cpu_model
 from ..errors import SettingsError
 from .bbq import SYSTEM_PROMPT, USER_TEMPLATE
 from .chat import chat_token_ids, has_chat_template
@@ -311,27 +311,9 @@ def _package_version(name: str) -> str | None:
         return None
 
 
-def _cpu_name() -> str:
-    if platform.system() == "Darwin":
-        try:
-            done = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
-                                  timeout=5, check=False)
-            if done.stdout.strip():
-                return done.stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            pass
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info(backend: str = "mlx") -> Machine:
     """The machine and backend; for MLX the device is "Metal" (Apple GPU), "CUDA" or "CPU"."""
-    chip, device, backend_version = _cpu_name(), "CPU", None
+    chip, device, backend_version = cpu_model(), "CPU", None
     if backend == "mlx":
         try:
             import mlx.core as mx

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..hashing import sha256_file
 from .chat import chat_token_ids, has_chat_template
 from .errors import ChatTemplateError, PerplexityDataError
 
@@ -122,14 +123,6 @@ def token_hash(ids: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     rows = []
     with open(path, encoding="utf-8") as f:
@@ -207,7 +200,7 @@ def build_ppl_rows(tokenizer: Any, source: PplSource, *, n_rows: int = DEFAULT_R
         path = Path(source.name)
         data = _read_jsonl(path)
         ordered: Iterable[dict[str, Any]] = (data[i] for i in permutation(len(data), seed))
-        revision, file_hash = None, file_sha256(path)
+        revision, file_hash = None, sha256_file(path)
         label = f"jsonl:{path}"
     elif source.kind == "hub":
         ordered, revision = _hub_rows(source, seed)

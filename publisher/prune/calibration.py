@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from ..errors import SettingsError
+from ..hashing import sha256_file
 
 DEFAULT_DATASET = "allenai/c4"
 DEFAULT_CONFIG = "en"
@@ -106,7 +107,7 @@ def load_calibration(tokenizer, spec: CalibrationSpec) -> CalibrationSet:
         order = np.random.default_rng(spec.seed)
         documents = (texts[i] for i in order.permutation(len(texts)))
         ids, scanned = sample_windows(documents, tokenizer, spec.samples, spec.seq_len, order, name=str(path))
-        meta = dict(dataset=path.name, config=None, split=None, revision=None, file_sha256=file_sha256(path))
+        meta = dict(dataset=path.name, config=None, split=None, revision=None, file_sha256=sha256_file(path))
     else:
         name = str(spec.source or DEFAULT_DATASET)
         config = DEFAULT_CONFIG if name == DEFAULT_DATASET else None
@@ -170,14 +171,6 @@ def read_texts(path: Path) -> list[str]:
     if not texts:
         raise CalibrationError(f"calibration file {path} holds no rows")
     return texts
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def token_sha256(ids: torch.Tensor) -> str:
