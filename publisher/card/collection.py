@@ -36,7 +36,7 @@ from ..errors import CardError, SettingsError
 from ..prune import METHODS
 from ..prune.scope import SCOPE_DESCRIPTION
 from ..settings import validate_repo_id
-from .render import RESEARCH_ONLY_TAG, TEMPLATES_DIR, CardSettings, load_card_settings
+from .render import RESEARCH_ONLY_TAG, CardSettings, load_card_settings, template_environment
 
 TEMPLATE = "reported_card.md.j2"
 
@@ -347,14 +347,7 @@ def _metric_rows(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def _environment(template_dir: Path | None) -> jinja2.Environment:
-    loaders = [jinja2.FileSystemLoader(str(template_dir))] if template_dir else []
-    env = jinja2.Environment(
-        loader=jinja2.ChoiceLoader([*loaders, jinja2.FileSystemLoader(str(TEMPLATES_DIR))]),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = template_environment(template_dir)
     env.filters["cell"] = lambda text: " ".join(str(text).split()).replace("|", "\\|")
     return env
 

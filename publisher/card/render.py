@@ -113,18 +113,23 @@ def write_card(results: Results, card: CardSettings, folder: Path, template_dir:
     return card_path, plots, warnings
 
 
-def render_card(results: Results, card: CardSettings, template_dir: Path | None = None,
-                plots: list[str] | None = None) -> tuple[str, list[str]]:
-    """Render `model_card.md.j2`; returns the card text and warnings for the user."""
-    metadata, warnings = card_metadata(results, card)
+def template_environment(template_dir: Path | None = None) -> jinja2.Environment:
+    """Jinja over `templates/` (a user's `--template` folder first), strict about undefined values."""
     loaders = [jinja2.FileSystemLoader(str(template_dir))] if template_dir else []
-    env = jinja2.Environment(
+    return jinja2.Environment(
         loader=jinja2.ChoiceLoader([*loaders, jinja2.FileSystemLoader(str(TEMPLATES_DIR))]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+
+
+def render_card(results: Results, card: CardSettings, template_dir: Path | None = None,
+                plots: list[str] | None = None) -> tuple[str, list[str]]:
+    """Render `model_card.md.j2`; returns the card text and warnings for the user."""
+    metadata, warnings = card_metadata(results, card)
+    env = template_environment(template_dir)
     env.filters["pct"] = lambda x, digits=2: f"{100 * x:.{digits}f} %"
     env.filters["thousands"] = lambda n: f"{n:,}"
     context = {
