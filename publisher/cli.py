@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from .cli_measure import eval_options, eval_settings, register_measure_commands
+from .cli_measure import eval_options, eval_settings, placement_options, register_measure_commands
 from .errors import Interrupted, PublishPrunedError, SettingsError
 from .settings import DTYPES, TIE_POLICIES, RunSettings, validate_repo_id
 
@@ -134,7 +134,7 @@ def report(outcome, as_json: bool) -> None:
 @click.option("--output-dir", type=click.Path(path_type=Path), help="Run folder [default: ./runs/<repo-name>].")
 @click.option("--overwrite", is_flag=True, help="Replace an output folder that holds a different run.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="auto", help="Weights dtype (auto: as the checkpoint).")
-@click.option("--device", default="cpu", envvar="PUBLISH_PRUNED_DEVICE", help="torch device: cpu, cuda, mps...")
+@placement_options
 @click.option("--shard-size", default="5GB", help="Largest safetensors shard.")
 @click.option("--card-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML with paper title, authors, arXiv id, BibTeX, code URL, extra caveats.")
@@ -181,6 +181,7 @@ def run_main(opts: dict) -> None:
     settings = RunSettings(
         model=opts["model"], sparsity=opts["sparsity"], method=opts["method"], revision=opts["revision"],
         tie_policy=opts["tie_policy"], seed=opts["seed"], dtype=opts["dtype"], device=opts["device"],
+        device_map=opts["device_map"], max_memory=opts["max_memory"],
         base_model_id=opts["base_model_id"], trust_remote_code=opts["trust_remote_code"],
         trust_pickled_weights=opts["trust_pickled_weights"], shard_size=opts["shard_size"],
         structure=opts["structure"], calibration_dataset=opts["calibration_dataset"],

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from pathlib import Path
 
 import click
@@ -33,6 +34,22 @@ def eval_options(fn):
         click.option("--latency-warmup", type=int, default=1, help="Untimed generations per model first."),
         click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="PUBLISH_PRUNED_CACHE",
                       help="Where dense baselines are cached [default: ~/.cache/publish-pruned].")
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def placement_options(fn):
+    """Where the model runs: one device, or a device map across GPUs, CPU and disk (main command and `eval`)."""
+    options = [
+        click.option("--device", default="cpu", envvar="PUBLISH_PRUNED_DEVICE",
+                     help="torch device: cpu, cuda, cuda:1, mps."),
+        click.option("--device-map", envvar="PUBLISH_PRUNED_DEVICE_MAP",
+                     help="Spread a model too large for one device: auto, balanced, balanced_low_0, sequential "
+                     "(accelerate places blocks on GPUs, then CPU, then disk), or a .json of module → device."),
+        click.option("--max-memory", envvar="PUBLISH_PRUNED_MAX_MEMORY",
+                     help="With --device-map: memory per device, e.g. 0=70GiB,1=70GiB,cpu=200GiB."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -69,27 +86,27 @@ def _guarded(ctx: click.Context, action) -> None:
         fail(exc, bool(ctx.obj and ctx.obj.get("verbose")))
 
 
-def _load(model: str, dtype: str, device: str, trust_remote_code: bool):
+def _load(model: str, dtype: str, trust_remote_code: bool, placement: dict, offload_dir: Path):
     from .model_io import fetch_weights, load_model, resolve_source
     from .settings import RunSettings
 
-    settings = RunSettings(model=model, sparsity=0.5, dtype=dtype, device=device,
-                           trust_remote_code=trust_remote_code)  # sparsity unused: nothing is pruned
+    settings = RunSettings(model=model, sparsity=0.5, dtype=dtype, trust_remote_code=trust_remote_code,
+                           **placement)  # sparsity unused: nothing is pruned
     source = resolve_source(settings)
-    return load_model(source, fetch_weights(source, settings), settings)
+    return load_model(source, fetch_weights(source, settings), settings, offload_dir=offload_dir)
 
 
 @click.command("eval")
 @click.option("--model", required=True, help="Hub id, local folder or .gguf: a dense base or a checkpoint "
               "pruned elsewhere.")
 @click.option("--dtype", default="auto", type=click.Choice(["auto", "float32", "bfloat16", "float16"]))
-@click.option("--device", default="cpu")
+@placement_options
 @click.option("--trust-remote-code", is_flag=True)
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the metrics as JSON here.")
 @eval_options
 @click.pass_context
-def eval_command(ctx: click.Context, model: str, dtype: str, device: str, trust_remote_code: bool,
-                 output: Path | None, **opts) -> None:
+def eval_command(ctx: click.Context, model: str, dtype: str, device: str, device_map: str | None,
+                 max_memory: str | None, trust_remote_code: bool, output: Path | None, **opts) -> None:
     """Perplexity and SRS of one model, alone (latency: see `latency`).
 
     \b
@@ -100,9 +117,11 @@ def eval_command(ctx: click.Context, model: str, dtype: str, device: str, trust_
 
     def action() -> None:
         settings = eval_settings(opts)
-        loaded, tokenizer = _load(model, dtype, device, trust_remote_code)
-        rows, bbq = prepare_inputs(tokenizer, settings)
-        found = measure_model(loaded, tokenizer, settings, ppl_rows=rows, bbq=bbq)
+        placement = {"device": device, "device_map": device_map, "max_memory": max_memory}
+        with tempfile.TemporaryDirectory(prefix="publish-pruned-offload-") as offload_dir:
+            loaded, tokenizer = _load(model, dtype, trust_remote_code, placement, Path(offload_dir))
+            rows, bbq = prepare_inputs(tokenizer, settings)
+            found = measure_model(loaded, tokenizer, settings, ppl_rows=rows, bbq=bbq)
         if found.perplexity is not None:
             click.echo(f"perplexity  {found.perplexity.ppl:.3f} ± {found.perplexity.se:.3f} "
                        f"({found.perplexity.rows} x {found.perplexity.seq_len} tokens)")

@@ -21,6 +21,7 @@ from huggingface_hub.repocard import metadata_load
 
 from .errors import ModelSourceError, SettingsError
 from .hashing import sha256_file
+from .placement import from_pretrained_kwargs
 from .results import FileDigest
 from .settings import RunSettings, validate_repo_id
 
@@ -202,13 +203,20 @@ def check_device(device: str) -> str:
     return device
 
 
-def load_model(source: ResolvedSource, folder: Path, settings: RunSettings):
-    """Load model and tokenizer from `folder` with transformers; returns (model, tokenizer) in eval mode."""
+def load_model(source: ResolvedSource, folder: Path, settings: RunSettings, *, offload_dir: Path | None = None):
+    """Load model and tokenizer from `folder` with transformers; returns (model, tokenizer) in eval mode.
+
+    With `settings.device_map`, accelerate places the layers (GPUs, then CPU, then `offload_dir` on disk).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict = {"trust_remote_code": settings.trust_remote_code}
     if source.gguf_file:
+        if settings.device_map:
+            raise SettingsError("--device-map needs a transformers folder or Hub model; a GGUF is dequantized on "
+                                "one device (use --device)")
         kwargs["gguf_file"] = source.gguf_file
+    placement = from_pretrained_kwargs(settings, offload_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
         if source.gguf_file:  # dequantized to float32 by transformers; cast afterwards
@@ -216,7 +224,7 @@ def load_model(source: ResolvedSource, folder: Path, settings: RunSettings):
         else:  # use_safetensors: True refuses pickles; None prefers safetensors and allows trusted .bin
             model = AutoModelForCausalLM.from_pretrained(
                 folder, dtype=torch_dtype(settings.dtype),
-                use_safetensors=None if settings.trust_pickled_weights else True, **kwargs,
+                use_safetensors=None if settings.trust_pickled_weights else True, **placement, **kwargs,
             )
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -225,7 +233,8 @@ def load_model(source: ResolvedSource, folder: Path, settings: RunSettings):
         _detach_gguf_quantizer(model, source)
         if settings.dtype != "auto":
             model.to(torch_dtype(settings.dtype))
-    model.to(check_device(settings.device))
+    if not placement:
+        model.to(check_device(settings.device))
     model.eval()
     return model, tokenizer
 

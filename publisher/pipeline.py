@@ -24,6 +24,7 @@ from .environment import environment, tool_info
 from .errors import OutputDirError, SettingsError
 from .evaluation import EVAL_DIR, EvalSettings, evaluate_run
 from .model_io import ResolvedSource, digest_files, fetch_weights, load_model, resolve_source, save_checkpoint
+from .placement import describe_placement, from_pretrained_kwargs
 from .prune import PruneRequest, get_method, prune_model
 from .prune.calibration import CalibrationSpec, load_calibration
 from .prune.nm import checkpoint_nm_violations
@@ -89,6 +90,7 @@ class RunFolder:
         self.root = root
         self.state = root / STATE_DIR
         self.staging = self.state / "staging"
+        self.offload = self.state / "offload"  # accelerate's disk offload with --device-map; removed after use
 
     def record(self, stage: str) -> dict | None:
         path = self.state / f"{stage}.json"
@@ -197,12 +199,20 @@ def _prune_stage(settings: RunSettings, options: RunOptions, folder: RunFolder, 
         (folder.root / name).unlink(missing_ok=True)
     shutil.rmtree(folder.root / EVAL_DIR, ignore_errors=True)
     shutil.rmtree(folder.staging, ignore_errors=True)
+    try:
+        return _prune_into_place(settings, options, folder, source, key)
+    finally:
+        shutil.rmtree(folder.offload, ignore_errors=True)
 
+
+def _prune_into_place(settings: RunSettings, options: RunOptions, folder: RunFolder, source: ResolvedSource,
+                      key: str) -> dict:
     method = get_method(settings.method)
     if method.needs_calibration and settings.calibration_samples == 0:
         raise SettingsError(f"method {method.name!r} needs calibration data: --calibration-samples must be ≥ 1")
     weights_dir = fetch_weights(source, settings, endpoint=options.endpoint, token=options.token)
-    model, tokenizer = load_model(source, weights_dir, settings)
+    model, tokenizer = load_model(source, weights_dir, settings, offload_dir=folder.offload)
+    placement = describe_placement(model)
     calibration = None
     if method.needs_calibration:
         calibration = load_calibration(tokenizer, CalibrationSpec(
@@ -231,7 +241,7 @@ def _prune_stage(settings: RunSettings, options: RunOptions, folder: RunFolder, 
         "source": dataclasses.asdict(source_record),
         "pruning": dataclasses.asdict(pruning),
         "tool": tool_info(),
-        "environment": environment(settings.device),
+        "environment": {**environment(settings.device), "placement": placement},
     }
     folder.write_record("prune", record)
     shutil.rmtree(folder.staging, ignore_errors=True)
@@ -260,8 +270,11 @@ def _measure_stage(settings: RunSettings, options: RunOptions, folder: RunFolder
     def load_saved(path: Path):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto").to(settings.device).eval()
-        return model, AutoTokenizer.from_pretrained(path)
+        placement = from_pretrained_kwargs(settings, folder.offload)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto", **placement)
+        if not placement:
+            model.to(settings.device)
+        return model.eval(), AutoTokenizer.from_pretrained(path)
 
     def dense_folder() -> Path:
         """A transformers folder of the dense model (MLX needs one); for GGUF, a copy saved once per run."""
@@ -269,19 +282,22 @@ def _measure_stage(settings: RunSettings, options: RunOptions, folder: RunFolder
             return fetch_weights(source, settings, endpoint=options.endpoint, token=options.token)
         copy, done = folder.state / "dense", folder.state / "dense" / ".complete"
         if not done.is_file():
-            model, tokenizer = load_model(source, source.local_path, settings)
+            model, tokenizer = load_model(source, source.local_path, settings, offload_dir=folder.offload)
             save_checkpoint(model, tokenizer, copy, shard_size=settings.shard_size)
             done.touch()
         return copy
 
     def load_dense():
         if source.gguf_file is None:
-            return load_model(source, dense_folder(), settings)
+            return load_model(source, dense_folder(), settings, offload_dir=folder.offload)
         return load_saved(dense_folder())  # dequantizing the GGUF again would take longer than reading the copy
 
-    metrics = evaluate_run(dense_identity=f"{source.identity}|{settings.dtype}", settings=options.evaluation,
-                           run_dir=folder.root, cache_dir=options.cache_dir, load_dense=load_dense,
-                           load_pruned=lambda: load_saved(folder.root), dense_folder=dense_folder)
+    try:
+        metrics = evaluate_run(dense_identity=f"{source.identity}|{settings.dtype}", settings=options.evaluation,
+                               run_dir=folder.root, cache_dir=options.cache_dir, load_dense=load_dense,
+                               load_pruned=lambda: load_saved(folder.root), dense_folder=dense_folder)
+    finally:
+        shutil.rmtree(folder.offload, ignore_errors=True)
     folder.write_record("measure", {"key": key, "metrics": metrics, "files": eval_files(folder.root)})
     options.on_stage("measure", "done")
     return metrics

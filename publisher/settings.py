@@ -39,6 +39,8 @@ class RunSettings:
     seed: int = DEFAULT_SEED
     dtype: str = "auto"
     device: str = "cpu"
+    device_map: str | None = None  # accelerate strategy ("auto", ...) or a .json module → device file
+    max_memory: str | None = None  # with device_map: "0=70GiB,cpu=200GiB"
     base_model_id: str | None = None
     trust_remote_code: bool = False
     trust_pickled_weights: bool = False
@@ -60,6 +62,9 @@ class RunSettings:
         from .prune.structure import parse_structure  # late: prune imports torch
 
         parse_structure(self.structure).check_sparsity(self.sparsity)
+        from .placement import check_placement
+
+        check_placement(device=self.device, device_map=self.device_map, max_memory=self.max_memory)
         if self.calibration_samples < 0 or self.calibration_seq_len < 1:
             raise SettingsError("--calibration-samples must be ≥ 0 and --calibration-seq-len ≥ 1")
 

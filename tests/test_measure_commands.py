@@ -57,3 +57,26 @@ def test_bbq_prepare_missing_category_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(main, ["bbq", "prepare", "--bbq-path", str(FIXTURES / "bbq"), "--bbq-categories",
                                        "Age", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "Age" in result.stderr
+
+
+def test_eval_on_a_device_map_with_a_disk_block_measures_the_same(chat_model, tmp_path):
+    """Perplexity and the seeded BBQ replies through accelerate's hooks (one block on disk) = on one device."""
+    (tmp_path / "map.json").write_text(json.dumps({"model.embed_tokens": "disk", "model.rotary_emb": "cpu",
+                                                   "model.layers.0": "cpu", "model.layers.1": "disk",
+                                                   "model.norm": "cpu", "lm_head": "cpu"}))
+    with open(tmp_path / "ppl.jsonl", "w") as f:
+        for i in range(6):
+            f.write(json.dumps({"text": " ".join(f"w{(i * 5 + j * 11) % 126}" for j in range(40))}) + "\n")
+    found = []
+    for extra in ([], ["--device-map", str(tmp_path / "map.json")]):
+        out = tmp_path / f"metrics{len(found)}.json"
+        result = CliRunner().invoke(main, ["eval", "--model", str(chat_model), "--skip-eval", "latency",
+                                           "--ppl-data", str(tmp_path / "ppl.jsonl"), "--ppl-samples", "4",
+                                           "--ppl-seq-len", "16", "--bbq-path",
+                                           str(FIXTURES / "bbq"), "--bbq-categories", "SES", "--bbq-limit", "3",
+                                           "--output", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        found.append(json.loads(out.read_text()))
+    plain, mapped = found
+    assert mapped["perplexity"]["ppl"] == pytest.approx(plain["perplexity"]["ppl"], rel=1e-5)
+    assert mapped["srs"]["per_category"] == plain["srs"]["per_category"]

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ..hashing import sha256_file
+from ..placement import input_device
 from .chat import chat_token_ids, has_chat_template
 from .errors import ChatTemplateError, PerplexityDataError
 
@@ -275,7 +276,7 @@ def evaluate_perplexity(model: torch.nn.Module, rows: PplRows, *, batch_size: in
     """PPL, its delta-method SE and throughput of `model` on `rows`; `progress(done_rows, total_rows)`."""
     ids = rows.ids
     n, length = ids.shape
-    device = next(model.parameters()).device
+    device = input_device(model)
     losses = torch.empty(n, length - 1, dtype=torch.float32)
     start = time.perf_counter()
     for part in _batches(n, batch_size):

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
+from ..placement import input_device
+
 STUDY_SEEDS = (42, 123, 456, 789, 1024)
 MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth a separate forward
 
@@ -90,7 +92,7 @@ class _Prefix:
 def _prefill_prefix(model: torch.nn.Module, prefix: Sequence[int]) -> _Prefix:
     if not prefix:
         return _Prefix(0, None)
-    device = next(model.parameters()).device
+    device = input_device(model)
     cache = DynamicCache(config=model.config)
     model(input_ids=torch.tensor([list(prefix)], device=device), use_cache=True, logits_to_keep=1,
           **{_cache_kwarg(model): cache})
@@ -100,7 +102,7 @@ def _prefill_prefix(model: torch.nn.Module, prefix: Sequence[int]) -> _Prefix:
 def _sample_batch(model: torch.nn.Module, suffixes: Sequence[Sequence[int]], keys: Sequence[str],
                   config: SamplingConfig, pad_id: int, eos: torch.Tensor, prefix: _Prefix) -> list[list[list[int]]]:
     """Prefill [prefix cache | padding | suffix] for each item, expand over seeds, then decode."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     n_items, n_seeds, steps = len(suffixes), len(config.seeds), config.max_new_tokens
     width = max(len(s) for s in suffixes)
     ids = torch.full((n_items, width), pad_id, dtype=torch.long)
@@ -167,7 +169,7 @@ def sample_continuations(model: torch.nn.Module, prompts: Sequence[Sequence[int]
         raise ValueError("keys must be unique: they seed each item's random numbers")
     if any(len(p) == 0 for p in prompts):
         raise ValueError("empty prompt")
-    device = next(model.parameters()).device
+    device = input_device(model)
     eos = torch.tensor(sorted(eos_ids) or [-2], dtype=torch.long, device=device)
     shared = common_prefix_length(prompts) if share_prefix else 0
     prefix = _prefill_prefix(model, prompts[0][:shared] if shared >= MIN_SHARED_PREFIX else [])

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ..errors import SettingsError
 from ..results import LayerSparsity, PruneRecord
 from .calibration import CalibrationError
+from .offload import read_weight
 from .scope import SCOPE_DESCRIPTION, PrunableLinear, prunable_linears
 from .structure import Structure, parse_structure
 
@@ -97,8 +98,8 @@ def get_method(name: str) -> PruningMethod:
     return METHODS[name]
 
 
-def count_layer(layer: PrunableLinear) -> LayerSparsity:
-    weight = layer.module.weight
+def count_layer(model: torch.nn.Module, layer: PrunableLinear) -> LayerSparsity:
+    weight = read_weight(model, layer)
     return LayerSparsity(layer.weight_name, list(weight.shape), weight.numel(), int((weight == 0).sum()))
 
 
@@ -161,7 +162,7 @@ def prune_model(model: torch.nn.Module, request: PruneRequest, *, progress: bool
     return PruneRecord(
         method=method.name, structure=str(request.nm), target_sparsity=request.sparsity,
         tie_policy=ties, seed=request.seed, scope=SCOPE_DESCRIPTION, prune_time_s=round(elapsed, 4),
-        layers=[count_layer(x) for x in layers],
+        layers=[count_layer(model, x) for x in layers],
     )
 
 

@@ -11,6 +11,7 @@ import math
 from . import register
 from .masks import zero_smallest_magnitude_
 from .nm import zero_nm_smallest_
+from .offload import editable_weight
 
 
 @register(
@@ -24,11 +25,11 @@ from .nm import zero_nm_smallest_
 def prune_magnitude(model, layers, request, done) -> None:
     structure = request.nm
     for layer in layers:
-        weight = layer.module.weight.data
-        if structure.unstructured:
-            k = math.floor(weight.numel() * request.sparsity)
-            # Ranks by |weight| from the weight's own bits (no abs() copy) and zeroes in place (no mask built).
-            zero_smallest_magnitude_(weight, k, ties=request.tie_policy)
-        else:
-            zero_nm_smallest_(weight, structure.n, structure.m)
+        with editable_weight(model, layer) as weight:
+            if structure.unstructured:
+                k = math.floor(weight.numel() * request.sparsity)
+                # Ranks by |weight| from the weight's own bits (no abs() copy), zeroes in place (no mask built).
+                zero_smallest_magnitude_(weight, k, ties=request.tie_policy)
+            else:
+                zero_nm_smallest_(weight, structure.n, structure.m)
         done(layer)

@@ -10,6 +10,7 @@ import torch
 
 from . import register
 from .nm import nm_mask, rows_per_chunk
+from .offload import editable_weight
 
 
 @register(
@@ -24,14 +25,14 @@ def prune_random(model, layers, request, done) -> None:
     generator = torch.Generator(device="cpu").manual_seed(request.seed)
     structure = request.nm
     for layer in layers:
-        weight = layer.module.weight.data
-        if structure.unstructured:
-            mask = torch.rand(weight.shape, generator=generator) < request.sparsity
-            weight.masked_fill_(mask.to(weight.device), 0)
-        else:
-            step = rows_per_chunk(weight.shape[1])
-            for start in range(0, weight.shape[0], step):
-                part = weight[start : start + step]
-                noise = torch.rand(part.shape, generator=generator)
-                part.masked_fill_(nm_mask(noise, structure.n, structure.m).to(part.device), 0)
+        with editable_weight(model, layer) as weight:
+            if structure.unstructured:
+                mask = torch.rand(weight.shape, generator=generator) < request.sparsity
+                weight.masked_fill_(mask.to(weight.device), 0)
+            else:
+                step = rows_per_chunk(weight.shape[1])
+                for start in range(0, weight.shape[0], step):
+                    part = weight[start : start + step]
+                    noise = torch.rand(part.shape, generator=generator)
+                    part.masked_fill_(nm_mask(noise, structure.n, structure.m).to(part.device), 0)
         done(layer)

@@ -18,9 +18,10 @@ recorded arguments. No activation of the whole model is ever held: only the curr
 calibration samples (samples × seq_len × hidden, the model's dtype; outputs overwrite them chunk by chunk)
 plus one chunk's working activations, whose size `samples_per_chunk` keeps under `activation_budget_bytes`.
 
-Devices: each chunk and the recorded arguments are moved to the device of the block's weights (CPU, CUDA,
-MPS; blocks spread over GPUs by accelerate work too). Weights offloaded by accelerate (on "meta") are not
-supported: pruning needs them in memory.
+Devices: each chunk and the recorded arguments are moved to the block's execution device (CPU, CUDA, MPS).
+With `--device-map`, accelerate spreads blocks over GPUs, CPU and disk: a block's execution device is its
+hook's, offloaded weights are brought in by the hook for each forward, and pruning reads and writes them
+through `offload.editable_weight`, so calibration follows the layers where they live.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from ..errors import ArchitectureError, SettingsError
+from ..errors import ArchitectureError
+from .offload import editable_weight, execution_device
 from .scope import PrunableLinear, find_decoder_blocks
 
 
@@ -61,17 +63,6 @@ class Timings:
         return {"capture_s": round(self.capture_s, 3), "forward_s": round(self.forward_s, 3),
                 "prune_s": round(self.prune_s, 3), "samples_per_chunk": self.samples_per_chunk,
                 "chunks": self.chunks, **self.extra}
-
-
-def block_device(block: nn.Module) -> torch.device:
-    """Where a block's weights live; calibration inputs are moved there."""
-    param = next(block.parameters(), None)
-    if param is None:
-        return torch.device("cpu")
-    if param.device.type == "meta":
-        raise SettingsError("calibrated pruning needs every decoder block's weights in memory; this model has "
-                            "weights offloaded by accelerate (device 'meta'): load it without disk/CPU offload")
-    return param.device
 
 
 def samples_per_chunk(blocks: nn.ModuleList, seq_len: int, heads: int, budget_bytes: int) -> int:
@@ -124,7 +115,7 @@ class BlockRunner:
         return len(self.blocks)
 
     def _capture(self, model: nn.Module, input_ids: torch.Tensor) -> None:
-        embed_device = model.get_input_embeddings().weight.device
+        embed_device = execution_device(model.get_input_embeddings())
         saved = [block.__dict__.get("forward") for block in self.blocks]
         last = len(self.blocks) - 1
 
@@ -166,7 +157,7 @@ class BlockRunner:
     def run(self, index: int, *, keep_outputs: bool = False) -> None:
         """Run block `index` on every chunk; with `keep_outputs`, its outputs replace the stored inputs."""
         block = self.blocks[index]
-        device = block_device(block)
+        device = execution_device(block)
         start = time.perf_counter()
         for c, hidden in enumerate(self.hidden):
             rest, kwargs = self._calls[hidden.shape[0]][index]
@@ -248,7 +239,7 @@ def prune_sequentially(
     input_ids: torch.Tensor,
     *,
     make_stats: Callable[[PrunableLinear], Stats],
-    prune_layer: Callable[[PrunableLinear, Stats], None],
+    prune_layer: Callable[[PrunableLinear, Stats, torch.Tensor], None],
     done: Callable[[PrunableLinear], None],
     activation_budget_bytes: int = 1 << 30,
 ) -> Timings:
@@ -268,7 +259,8 @@ def prune_sequentially(
                 runner.run(index)
             start = time.perf_counter()
             for layer in block_layers:
-                prune_layer(layer, capture.stats_for(layer))
+                with editable_weight(model, layer) as weight:  # offloaded weights: loaded, stored back
+                    prune_layer(layer, capture.stats_for(layer), weight)
                 done(layer)
             runner.timings.prune_s += time.perf_counter() - start
             del capture

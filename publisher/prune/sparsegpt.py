@@ -28,6 +28,7 @@ import torch
 
 from . import register
 from .masks import _one_cpu_thread, lowest_k_mask
+from .offload import execution_device
 from .scope import PrunableLinear
 from .sequential import prune_sequentially
 
@@ -137,10 +138,10 @@ def prune_sparsegpt(model, layers, request, done) -> dict:
     structure = request.nm
 
     def make_stats(layer: PrunableLinear) -> Hessian:
-        return Hessian(layer.module.in_features, layer.module.weight.device)
+        return Hessian(layer.module.in_features, execution_device(layer.module))
 
-    def prune_layer(layer: PrunableLinear, stats: Hessian) -> None:
-        sparsegpt_prune_(layer.module.weight.data, sparsity=request.sparsity, n=structure.n, m=structure.m,
+    def prune_layer(layer: PrunableLinear, stats: Hessian, weight: torch.Tensor) -> None:
+        sparsegpt_prune_(weight, sparsity=request.sparsity, n=structure.n, m=structure.m,
                          block_size=request.sparsegpt_block_size,
                          factor=stats.inverse_factor(request.sparsegpt_damp))
 

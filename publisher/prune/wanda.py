@@ -23,6 +23,7 @@ import torch
 from . import register
 from .masks import zero_masked_
 from .nm import nm_mask, rows_per_chunk
+from .offload import execution_device
 from .scope import PrunableLinear
 from .sequential import prune_sequentially
 
@@ -54,14 +55,14 @@ def prune_wanda(model, layers, request, done) -> dict:
     structure = request.nm
 
     def make_stats(layer: PrunableLinear) -> SquaredNorms:
-        return SquaredNorms(layer.module.in_features, layer.module.weight.device)
+        return SquaredNorms(layer.module.in_features, execution_device(layer.module))
 
-    def prune_layer(layer: PrunableLinear, stats: SquaredNorms) -> None:
+    def prune_layer(layer: PrunableLinear, stats: SquaredNorms, weight: torch.Tensor) -> None:
         norms = stats.norms()
         if structure.unstructured:
-            wanda_unstructured_(layer.module.weight.data, norms, request.sparsity)
+            wanda_unstructured_(weight, norms, request.sparsity)
         else:
-            wanda_nm_(layer.module.weight.data, norms, structure.n, structure.m)
+            wanda_nm_(weight, norms, structure.n, structure.m)
 
     timings = prune_sequentially(model, layers, request.calibration, make_stats=make_stats,
                                  prune_layer=prune_layer, done=done,

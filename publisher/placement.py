@@ -1,0 +1,124 @@
+"""Where a model's weights live: one torch device, or a device map that accelerate fills in.
+
+    >>> check_placement(device="cpu", device_map="auto", max_memory="0=70GiB,1=70GiB,cpu=200GiB")
+    >>> from_pretrained_kwargs(settings, offload_dir=Path("run/.publish-pruned/offload"))
+    {'device_map': 'auto', 'max_memory': {0: '70GiB', 1: '70GiB', 'cpu': '200GiB'}, 'offload_folder': '...'}
+
+`--device-map` takes accelerate's strategies (`auto`, `balanced`, `balanced_low_0`, `sequential`) or a JSON
+file mapping module names to devices (`{"model.layers.0": 0, "model.layers.40": "cpu", "lm_head": "disk"}`).
+Blocks that do not fit on the accelerators go to CPU memory, then to disk (in the run folder's offload
+directory, deleted after the stage); `prune/offload.py` reads and writes those offloaded weights, and
+calibration inputs follow each block to its execution device (`prune/sequential.py`). Placement never
+changes which weights are zeroed on a given device, so it is not part of a run's identity.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import SettingsError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from .settings import RunSettings
+
+STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+_NAMED_DEVICES = ("cpu", "disk", "mps")
+
+
+def parse_device_map(value: str) -> str | dict[str, int | str]:
+    """An accelerate strategy name, or the module → device dict of a JSON file."""
+    if value in STRATEGIES:
+        return value
+    path = Path(value).expanduser()
+    if path.suffix != ".json":
+        raise SettingsError(f"--device-map must be one of {', '.join(STRATEGIES)} or a .json file, got {value!r}")
+    try:
+        mapping = json.loads(path.read_text())
+    except OSError as exc:
+        raise SettingsError(f"--device-map {path}: cannot read it ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"--device-map {path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(mapping, dict) or not mapping:
+        raise SettingsError(f"--device-map {path}: expected a JSON object of module name → device")
+    for name, device in mapping.items():
+        _check_device_entry(f"--device-map {path}: {name!r}", device)
+    return mapping
+
+
+def parse_max_memory(value: str | None) -> dict[int | str, str] | None:
+    """`"0=70GiB,1=70GiB,cpu=200GiB"` → `{0: "70GiB", 1: "70GiB", "cpu": "200GiB"}` (None stays None)."""
+    if not value:
+        return None
+    from accelerate.utils import convert_file_size_to_int
+
+    budget: dict[int | str, str] = {}
+    for item in value.split(","):
+        device, sep, size = (part.strip() for part in item.partition("="))
+        if not sep or not device or not size:
+            raise SettingsError(f"--max-memory expects DEVICE=SIZE pairs separated by commas "
+                                f"(e.g. 0=70GiB,cpu=200GiB), got {item.strip()!r}")
+        key: int | str = int(device) if device.isdigit() else device
+        _check_device_entry("--max-memory", key)
+        try:
+            convert_file_size_to_int(size)
+        except ValueError:
+            raise SettingsError(f"--max-memory: {size!r} is not a size (e.g. 70GiB, 500MB)") from None
+        budget[key] = size
+    return budget
+
+
+def _check_device_entry(where: str, device: object) -> None:
+    ok = (isinstance(device, int) and not isinstance(device, bool) and device >= 0) or device in _NAMED_DEVICES or (
+        isinstance(device, str) and device.startswith(("cuda:", "xpu:")) and device.split(":")[1].isdigit())
+    if not ok:
+        raise SettingsError(f"{where}: {device!r} is not a device (a GPU index like 0, 'cuda:1', 'cpu', 'mps' "
+                            "or 'disk')")
+
+
+def check_placement(*, device: str, device_map: str | None, max_memory: str | None) -> None:
+    """One-line errors for placement options that cannot work together."""
+    if device_map is None:
+        if max_memory:
+            raise SettingsError("--max-memory needs --device-map (it bounds what accelerate puts on each device)")
+        return
+    if device != "cpu":
+        raise SettingsError("pass either --device or --device-map, not both (the device map places every layer)")
+    parse_device_map(device_map)
+    parse_max_memory(max_memory)
+
+
+def from_pretrained_kwargs(settings: RunSettings, offload_dir: Path | None) -> dict:
+    """Extra `from_pretrained` arguments for a device map; empty when the model goes to one device."""
+    if settings.device_map is None:
+        return {}
+    if offload_dir is None:
+        raise SettingsError("--device-map needs an offload folder (internal: none was given)")
+    kwargs = {"device_map": parse_device_map(settings.device_map), "offload_folder": str(offload_dir)}
+    budget = parse_max_memory(settings.max_memory)
+    if budget:
+        kwargs["max_memory"] = budget
+    return kwargs
+
+
+def describe_placement(model: nn.Module) -> str:
+    """`"cpu"`, or how many modules each device holds, e.g. `"0: 21, 1: 20, cpu: 2, disk: 1"`."""
+    device_map = getattr(model, "hf_device_map", None)
+    if not device_map:
+        return str(next(model.parameters()).device)
+    counts: dict[str, int] = {}
+    for device in device_map.values():
+        counts[str(device)] = counts.get(str(device), 0) + 1
+    return ", ".join(f"{device}: {n}" for device, n in counts.items())
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where input ids go: the device the input embeddings run on (their weights may be offloaded)."""
+    from .prune.offload import execution_device
+
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    return execution_device(embeddings if embeddings is not None else model)

@@ -1,0 +1,115 @@
+"""Weights that accelerate offloaded (a device map with "cpu" or "disk" entries): read, edit, write back.
+
+With `--device-map`, blocks that do not fit on the accelerators keep their weights elsewhere: the
+parameter is on the "meta" device and the real tensor sits in the accelerate hook's `weights_map` — a CPU
+state dict, or safetensors files on disk (possibly the base model's own files, which must never be
+written). The hook brings weights to its execution device for each forward and drops them after. Pruning
+edits weights, so every method reaches them through `editable_weight`:
+
+    >>> with editable_weight(model, layer) as weight:   # a real tensor on the layer's execution device
+    ...     zero_smallest_magnitude_(weight, k)
+    # on a clean exit the edit is stored: a CPU state-dict entry is replaced; a disk weight goes to a new
+    # safetensors file in the offload folder and the loader's index points at it. On an exception, nothing.
+
+For weights in memory (no device map, or a layer placed on a GPU) it yields `module.weight.data` itself.
+`save_pretrained` reads offloaded weights through the same `weights_map`, so it saves the pruned values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, MutableMapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import SettingsError
+from .scope import PrunableLinear
+
+
+def _align_hook(module: nn.Module):
+    """The module's accelerate AlignDevicesHook (directly or inside a SequentialHook), or None."""
+    hook = getattr(module, "_hf_hook", None)
+    if hook is None:
+        return None
+    for candidate in getattr(hook, "hooks", (hook,)):
+        if hasattr(candidate, "execution_device") and hasattr(candidate, "weights_map"):
+            return candidate
+    return None
+
+
+def execution_device(module: nn.Module) -> torch.device:
+    """Where `module` computes: its accelerate hook's execution device, else its first weight's device."""
+    for sub in module.modules():
+        hook = _align_hook(sub)
+        if hook is not None and hook.execution_device is not None:
+            return torch.device(hook.execution_device)
+        param = next(sub.parameters(recurse=False), None)
+        if param is not None and param.device.type != "meta":
+            return param.device
+    if next(module.parameters(), None) is None:
+        return torch.device("cpu")
+    raise SettingsError(f"{type(module).__name__} has weights on the meta device and no accelerate hook to load "
+                        "them: the model was not fully loaded")
+
+
+def _offloaded(model: nn.Module, name: str) -> tuple[object, str] | None:
+    """(hook, key in its weights_map) for the weight of linear `name` if accelerate offloaded it, else None."""
+    parts = name.split(".")
+    for cut in range(len(parts), -1, -1):
+        owner = ".".join(parts[:cut])
+        hook = _align_hook(model.get_submodule(owner))
+        if hook is None or not hook.offload:
+            continue
+        if cut == len(parts):
+            return hook, "weight"
+        if hook.place_submodules:  # the hook manages every parameter below its module
+            return hook, ".".join([*parts[cut:], "weight"])
+    return None
+
+
+@contextlib.contextmanager
+def editable_weight(model: nn.Module, layer: PrunableLinear) -> Iterator[torch.Tensor]:
+    """The layer's weight as a real tensor to edit in place; offloaded weights are stored back on exit."""
+    found = _offloaded(model, layer.name)
+    if found is None:
+        yield layer.module.weight.data
+        return
+    hook, key = found
+    # A copy of our own: the stored tensor may map the base model's files.
+    weight = hook.weights_map[key].to(torch.device(hook.execution_device), copy=True)
+    yield weight
+    _store(hook.weights_map, key, weight)
+
+
+def read_weight(model: nn.Module, layer: PrunableLinear) -> torch.Tensor:
+    """The layer's current weight values (loaded from the offload store when needed), for counting."""
+    found = _offloaded(model, layer.name)
+    if found is None:
+        return layer.module.weight.data
+    hook, key = found
+    return hook.weights_map[key]
+
+
+def _store(weights_map, key: str, weight: torch.Tensor) -> None:
+    """Replace an offloaded weight: in the CPU state dict, or as a new file in the offload folder."""
+    from accelerate.utils import OffloadedWeightsLoader
+    from safetensors.torch import save_file
+
+    dataset, full_key = getattr(weights_map, "dataset", weights_map), getattr(weights_map, "prefix", "") + key
+    value = weight.detach().to("cpu").contiguous()
+    if isinstance(dataset, OffloadedWeightsLoader):
+        if full_key in dataset.state_dict:
+            dataset.state_dict[full_key] = value
+            return
+        if dataset.save_folder is None:
+            raise SettingsError(f"{full_key} is offloaded to disk but accelerate has no offload folder to write to")
+        path = Path(dataset.save_folder) / f"{full_key}.safetensors"  # never the base model's own file
+        save_file({full_key: value}, str(path))
+        dataset.index[full_key] = {"safetensors_file": str(path), "weight_name": full_key,
+                                   "dtype": str(value.dtype).removeprefix("torch.")}
+    elif isinstance(dataset, MutableMapping):  # accelerate.cpu_offload's plain state dict
+        dataset[full_key] = value
+    else:
+        raise SettingsError(f"cannot write back offloaded weight {full_key} ({type(dataset).__name__} store)")
