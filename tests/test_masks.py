@@ -193,3 +193,64 @@ def test_the_selection_restores_the_intra_op_thread_count():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+# --- zero_smallest_magnitude_ on bf16/fp16: pass 2 is hardshrink at the k-th |w| (see the module doc) -------
+
+def awkward(dtype: torch.dtype) -> torch.Tensor:
+    """Ties that span chunks and rows, ±0, subnormals, ±inf, and values that round to the same 16-bit float."""
+    torch.manual_seed(6)
+    tiny = torch.finfo(dtype).smallest_normal
+    values = torch.tensor([0.0, -0.0, tiny / 4, -tiny / 4, tiny, 1e-3, -1e-3, 0.5, -0.5, 2.0, float("inf"),
+                           -float("inf")])
+    picks = torch.randint(0, len(values), (9001,))
+    weight = values[picks] * torch.where(torch.rand(9001) < 0.3, 1.0 + torch.rand(9001) * 1e-3, 1.0)
+    return weight.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("chunk_size", [1 << 20, 1000, 3000])  # 3000: rows of 1024 plus a ragged tail
+def test_zero_smallest_magnitude_16_bit_is_bit_exact_at_every_kind_of_threshold(dtype, chunk_size, monkeypatch):
+    monkeypatch.setattr(masks, "_CHUNK", chunk_size)
+    weight = awkward(dtype)
+    n = weight.numel()
+    for k in [1, 2, 500, 1499, 1500, 1501, n // 3, n // 2, 2 * n // 3, 7000, 8000, n - 1]:
+        for ties in ("exact", "threshold"):
+            at_or_below = weight.abs().double() <= kth_smallest_abs(weight, k)
+            mask = reference_mask(weight, k) if ties == "exact" else at_or_below
+            pruned = zero_smallest_magnitude_(weight.clone(), k, ties)
+            expected = weight.masked_fill(mask, 0)
+            assert torch.equal(pruned.view(torch.int16), expected.view(torch.int16)), (k, ties)
+            if ties == "exact":
+                assert int((pruned.view(torch.int16) != weight.view(torch.int16)).sum()) <= k
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_zeroed_entries_are_positive_zero_and_kept_negative_zeros_keep_their_sign(dtype):
+    weight = torch.tensor([-0.0, 0.0, -0.0, -0.0, 1.0, -0.0, -2.0, -0.0], dtype=dtype)
+    pruned = zero_smallest_magnitude_(weight.clone(), 3)  # the first 3 of the six ±0 ties
+    bits = pruned.view(torch.int16).tolist()
+    negative_zero = torch.tensor(-0.0, dtype=dtype).view(torch.int16).item()
+    assert bits[:3] == [0, 0, 0]  # zeroed: +0.0, whatever the sign was
+    assert bits[3] == negative_zero and bits[5] == negative_zero and bits[7] == negative_zero  # kept as they were
+    assert pruned[4] == 1.0 and pruned[6] == -2.0
+    pruned = zero_smallest_magnitude_(weight.clone(), 3, ties="threshold")  # all six ties at 0, none else
+    assert pruned.view(torch.int16).tolist() == [0, 0, 0, 0, weight.view(torch.int16)[4], 0,
+                                                 weight.view(torch.int16)[6], 0]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("ties", ["exact", "threshold"])
+def test_with_nan_the_in_place_path_keeps_every_nan_bit_pattern(dtype, ties):
+    """hardshrink (as float) would rewrite a bf16 -NaN as +NaN: with any NaN the compare path runs instead."""
+    torch.manual_seed(7)
+    weight = torch.randn(4000).to(dtype)
+    weight[[3, 100, 2999]] = torch.tensor([float("nan"), -float("nan"), float("nan")], dtype=dtype)
+    weight.view(torch.int16)[100] |= -0x8000  # a NaN with the sign bit set
+    assert weight.view(torch.int16)[100] < 0
+    for k in (1, 2000, 3996, 3998):
+        expected = weight.masked_fill(magnitude_mask(weight, k, ties), 0)
+        pruned = zero_smallest_magnitude_(weight.clone(), k, ties)
+        assert torch.equal(pruned.view(torch.int16), expected.view(torch.int16)), k
+        left = 3 if k <= 3997 else (4000 - k if ties == "exact" else 0)  # threshold at NaN: all NaN ties
+        assert int(pruned.isnan().sum()) == left
