@@ -97,9 +97,8 @@ def verify_sparsity(api: HfApi, repo_id: str, revision: str, folder: Path, files
 
     None when the run pruned nothing. PublishError when the bytes or any tensor's zeros differ from the run.
     """
-    from safetensors import safe_open
-
     from ..prune.sparsity import count_zeros
+    from ..safetensors_io import read_index
 
     picked = pick_shard(folder, files, results)
     if picked is None:
@@ -112,13 +111,13 @@ def verify_sparsity(api: HfApi, repo_id: str, revision: str, folder: Path, files
         if sha256_file(path) != files[shard].sha256:
             raise PublishError(f"{repo_id}@{revision[:12]}: the downloaded {shard} does not hash to the run's sha256")
         problems, zeros, params = [], 0, 0
-        with safe_open(str(path), framework="pt") as handle:
-            available = set(handle.keys())
+        available = read_index(path)
+        with open(path, "rb") as handle:
             for name in names:
                 if name not in available:
                     problems.append(f"{name} missing from the remote {shard}")
                     continue
-                counted = count_zeros(handle, name)
+                counted = count_zeros(handle, available[name])
                 want = expected[name]
                 if (counted.zeros, counted.params) != (want.zeros, want.params):
                     problems.append(f"{name}: {counted.zeros}/{counted.params} zeros remotely, "

@@ -2,8 +2,14 @@
 
 Adding a method is one module that defines a function and decorates it (then import it at the bottom):
 
-    @register("magnitude", description="...", needs_calibration=False)
-    def prune_magnitude(model, layers, request, done): ...
+    @register("wanda", description="...", needs_calibration=True)
+    def prune_wanda(model, layers, request, done): ...           # sees the whole model (forwards, hooks)
+
+    @register_per_matrix("magnitude", description="...")
+    def magnitude_pruner(request): return lambda name, weight: ...   # one matrix at a time, any order
+
+A per-matrix method never needs the model: the pipeline can stream it from the base model's safetensors to
+the run's, one tensor in memory (`streaming.py`); in a loaded model it runs through `editable_weight`.
 
     >>> record = prune_model(model, PruneRequest(method="magnitude", sparsity=0.5))
     >>> record.layers[0].zeros / record.layers[0].params
@@ -29,8 +35,9 @@ from tqdm.auto import tqdm
 from ..errors import SettingsError
 from ..results import LayerSparsity, PruneRecord
 from .calibration import CalibrationError
-from .offload import read_weight
+from .offload import editable_weight, read_weight
 from .scope import SCOPE_DESCRIPTION, PrunableLinear, prunable_linears
+from .sparsity import zeros_in
 from .structure import Structure, parse_structure
 
 log = logging.getLogger(__name__)
@@ -73,12 +80,18 @@ Done = Callable[[PrunableLinear], None]
 PruneFn = Callable[[torch.nn.Module, list[PrunableLinear], PruneRequest, Done], "dict | None"]
 
 
+# Zeroes one weight matrix in place, given its state-dict name; must not depend on the order matrices come in.
+MatrixPruner = Callable[[str, torch.Tensor], None]
+
+
 @dataclass(frozen=True)
 class PruningMethod:
     name: str
     description: str  # one paragraph, shown on the model card
     needs_calibration: bool
     prune: PruneFn  # zeroes weights in place; calls `done(layer)` after each layer
+    # Per-matrix methods: request → a pruner applied to every prunable matrix, in any order (else None).
+    matrix_pruner: Callable[[PruneRequest], MatrixPruner] | None = None
 
 
 METHODS: dict[str, PruningMethod] = {}
@@ -92,6 +105,23 @@ def register(name: str, *, description: str, needs_calibration: bool) -> Callabl
     return decorator
 
 
+def register_per_matrix(name: str, *, description: str) -> Callable:
+    """Register a method that prunes each matrix on its own (no calibration, no forward pass)."""
+
+    def decorator(make_pruner: Callable[[PruneRequest], MatrixPruner]) -> Callable[[PruneRequest], MatrixPruner]:
+        def prune(model: torch.nn.Module, layers: list[PrunableLinear], request: PruneRequest, done: Done) -> None:
+            pruner = make_pruner(request)
+            for layer in layers:
+                with editable_weight(model, layer) as weight:
+                    pruner(layer.weight_name, weight)
+                done(layer)
+
+        METHODS[name] = PruningMethod(name, " ".join(description.split()), False, prune, make_pruner)
+        return make_pruner
+
+    return decorator
+
+
 def get_method(name: str) -> PruningMethod:
     if name not in METHODS:
         raise SettingsError(f"unknown pruning method {name!r}; available: {', '.join(sorted(METHODS))}")
@@ -100,7 +130,7 @@ def get_method(name: str) -> PruningMethod:
 
 def count_layer(model: torch.nn.Module, layer: PrunableLinear) -> LayerSparsity:
     weight = read_weight(model, layer)
-    return LayerSparsity(layer.weight_name, list(weight.shape), weight.numel(), int((weight == 0).sum()))
+    return LayerSparsity(layer.weight_name, list(weight.shape), weight.numel(), zeros_in(weight))
 
 
 def check_request(model: torch.nn.Module, request: PruneRequest, layers: list[PrunableLinear]) -> None:
@@ -158,11 +188,16 @@ def prune_model(model: torch.nn.Module, request: PruneRequest, *, progress: bool
         model.train(training)
     if details:
         log.info("%s details: %s", method.name, details)
-    ties = request.tie_policy if method.name == "magnitude" and request.nm.unstructured else "n/a"
+    return prune_record(request, elapsed, [count_layer(model, x) for x in layers])
+
+
+def prune_record(request: PruneRequest, elapsed_s: float, layers: list[LayerSparsity]) -> PruneRecord:
+    """What was done, for results.json: method, structure, target, tie policy, seed, scope, time, per layer."""
+    ties = request.tie_policy if request.method == "magnitude" and request.nm.unstructured else "n/a"
     return PruneRecord(
-        method=method.name, structure=str(request.nm), target_sparsity=request.sparsity,
-        tie_policy=ties, seed=request.seed, scope=SCOPE_DESCRIPTION, prune_time_s=round(elapsed, 4),
-        layers=[count_layer(model, x) for x in layers],
+        method=request.method, structure=str(request.nm), target_sparsity=request.sparsity,
+        tie_policy=ties, seed=request.seed, scope=SCOPE_DESCRIPTION, prune_time_s=round(elapsed_s, 4),
+        layers=layers,
     )
 
 

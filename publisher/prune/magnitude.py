@@ -8,28 +8,29 @@ from __future__ import annotations
 
 import math
 
-from . import register
+import torch
+
+from . import MatrixPruner, PruneRequest, register_per_matrix
 from .masks import zero_smallest_magnitude_
 from .nm import zero_nm_smallest_
-from .offload import editable_weight
 
 
-@register(
+@register_per_matrix(
     "magnitude",
     description="""Magnitude pruning zeroes, in every prunable weight matrix independently, the weights with
     the smallest absolute value (k = floor(n × target) per matrix; with an N:M structure, the N smallest of
     every group of M consecutive inputs in each row). It needs no calibration data: importance is the
     weight's size alone.""",
-    needs_calibration=False,
 )
-def prune_magnitude(model, layers, request, done) -> None:
+def magnitude_pruner(request: PruneRequest) -> MatrixPruner:
     structure = request.nm
-    for layer in layers:
-        with editable_weight(model, layer) as weight:
-            if structure.unstructured:
-                k = math.floor(weight.numel() * request.sparsity)
-                # Ranks by |weight| from the weight's own bits (no abs() copy), zeroes in place (no mask built).
-                zero_smallest_magnitude_(weight, k, ties=request.tie_policy)
-            else:
-                zero_nm_smallest_(weight, structure.n, structure.m)
-        done(layer)
+
+    def prune(name: str, weight: torch.Tensor) -> None:
+        if structure.unstructured:
+            k = math.floor(weight.numel() * request.sparsity)
+            # Ranks by |weight| from the weight's own bits (no abs() copy), zeroes in place (no mask built).
+            zero_smallest_magnitude_(weight, k, ties=request.tie_policy)
+        else:
+            zero_nm_smallest_(weight, structure.n, structure.m)
+
+    return prune

@@ -76,8 +76,7 @@ def checkpoint_nm_violations(folder: Path, weight_names: list[str], structure: S
     The lead's sparsity stage can call this next to `measure_checkpoint`; any non-zero count means the
     published weights are not `structure`-sparse. Unstructured → every count is 0 (nothing to check).
     """
-    from safetensors import safe_open
-
+    from ..safetensors_io import read_index, read_tensor
     from .sparsity import weight_locations
 
     if structure.unstructured:
@@ -85,16 +84,17 @@ def checkpoint_nm_violations(folder: Path, weight_names: list[str], structure: S
     locations = weight_locations(folder)
     found: dict[str, int] = {}
     for file_name in sorted({locations[name] for name in weight_names}):
-        with safe_open(folder / file_name, framework="pt") as handle:
+        stored = read_index(folder / file_name)
+        with open(folder / file_name, "rb") as handle:
             for name in (x for x in weight_names if locations[x] == file_name):
-                view = handle.get_slice(name)
-                shape = view.get_shape()
+                shape = stored[name].shape
                 if len(shape) != 2:  # not a weight matrix: one row
-                    found[name] = nm_violations(view[:], structure.n, structure.m)
+                    found[name] = nm_violations(read_tensor(handle, stored[name]), structure.n, structure.m)
                     continue
                 step = rows_per_chunk(shape[1], 1 << 24)
                 found[name] = sum(
-                    nm_violations(view[start : start + step], structure.n, structure.m)
+                    nm_violations(read_tensor(handle, stored[name], rows=(start, start + step)), structure.n,
+                                  structure.m)
                     for start in range(0, shape[0], step)
                 )
     return {name: found[name] for name in weight_names}

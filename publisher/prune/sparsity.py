@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import BinaryIO
 
-from safetensors import safe_open
+import torch
 
 from ..errors import OutputDirError
 from ..results import LayerSparsity, SparsityRecord
+from ..safetensors_io import StoredTensor, read_index, read_tensor
 
 CHUNK_ELEMENTS = 1 << 24  # ~64 MB of fp32 per slice: memory stays flat whatever the matrix size
 
@@ -25,24 +27,33 @@ def weight_locations(folder: Path) -> dict[str, str]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         return json.loads(index.read_text())["weight_map"]
-    files = sorted(p.name for p in folder.glob("*.safetensors"))
     locations = {}
-    for name in files:
-        with safe_open(folder / name, framework="pt") as f:
-            locations.update(dict.fromkeys(f.keys(), name))
+    for path in sorted(folder.glob("*.safetensors")):
+        locations.update(dict.fromkeys(read_index(path), path.name))
     return locations
 
 
-def count_zeros(handle, name: str) -> LayerSparsity:
-    view = handle.get_slice(name)
-    shape = view.get_shape()
+def zeros_in(tensor: torch.Tensor) -> int:
+    """How many entries equal zero (±0; NaN is not zero) — `int((tensor == 0).sum())`, ~5× faster on CPU.
+
+    Summing a bool tensor widens every flag to int64. Here the flags (one byte each) are read eight at a
+    time as int64 and summed in groups of 128: each byte lane then holds at most 128, so no lane carries
+    into the next, and the lanes are added up as bytes at the end.
+    """
+    flags = torch.eq(tensor.reshape(-1), 0)
+    packed_end = flags.numel() // 1024 * 1024
+    packed = flags[:packed_end].view(torch.int64).view(-1, 128).sum(1)
+    return int(packed.view(torch.uint8).sum(dtype=torch.int64)) + int(flags[packed_end:].sum())
+
+
+def count_zeros(f: BinaryIO, stored: StoredTensor) -> LayerSparsity:
+    """Zeros of one stored tensor, read in slices of rows (plain reads: the file is never mapped)."""
+    shape = stored.shape
     rows = shape[0] if shape else 1
-    row_elems = max(1, math.prod(shape[1:]))
-    step = max(1, CHUNK_ELEMENTS // row_elems)
-    zeros = 0
-    for start in range(0, rows, step):
-        zeros += int((view[start : start + step] == 0).sum())
-    return LayerSparsity(name, list(shape), math.prod(shape), zeros)
+    step = max(1, CHUNK_ELEMENTS // max(1, math.prod(shape[1:])))
+    zeros = sum(zeros_in(read_tensor(f, stored, rows=(start, start + step)) if shape else read_tensor(f, stored))
+                for start in range(0, rows, step))
+    return LayerSparsity(stored.name, list(shape), math.prod(shape), zeros)
 
 
 def measure_checkpoint(folder: Path, weight_names: list[str]) -> SparsityRecord:
@@ -56,9 +67,10 @@ def measure_checkpoint(folder: Path, weight_names: list[str]) -> SparsityRecord:
         by_file.setdefault(locations[name], []).append(name)
     counted: dict[str, LayerSparsity] = {}
     for file_name, names in by_file.items():
-        with safe_open(folder / file_name, framework="pt") as handle:
+        stored = read_index(folder / file_name)
+        with open(folder / file_name, "rb") as f:
             for name in names:
-                counted[name] = count_zeros(handle, name)
+                counted[name] = count_zeros(f, stored[name])
     layers = [counted[n] for n in weight_names]
     return SparsityRecord(
         measured_from="saved safetensors (streamed)",

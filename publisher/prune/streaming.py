@@ -1,0 +1,160 @@
+"""Per-matrix pruning (magnitude, random) streamed from the base model's safetensors to the run's files.
+
+Loading the whole model to zero some of its weights costs the model's size in memory; a per-matrix method
+needs one matrix at a time. So when the checkpoint is plain safetensors whose tensor names are the model's
+own, each tensor is read, cast, pruned if prunable, and written to the new shards before the next is read:
+peak memory is the largest tensor plus the libraries.
+
+    >>> streamed = stream_prune(Path("base"), Path("staging"), request, dtype="auto", shard_size="5GB")
+    >>> streamed.record.layers[0].zeros, streamed.files
+
+The saved weights equal those of load → `prune_model` → `save_pretrained` (tests compare them tensor by
+tensor); anything this path cannot reproduce exactly raises `NotStreamable` and the pipeline loads the
+model instead: tensors transformers renames or converts at load, mixed dtypes, modules kept in fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..results import LayerSparsity, PruneRecord
+from ..safetensors_io import TensorEntry, plan_shards, read_index, read_tensor, write_shards
+from . import PruneRequest, check_request, get_method, prune_record
+from .scope import prunable_linears
+from .sparsity import weight_locations, zeros_in
+
+
+class NotStreamable(Exception):
+    """This checkpoint or request needs the loaded model; the message says why (logged, not an error)."""
+
+
+@dataclass
+class StreamedPrune:
+    record: PruneRecord
+    files: list[str]  # names written into the output folder, sorted
+    architecture: str
+    model_type: str
+    num_parameters: int
+    dtype: str
+
+
+def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, shard_size: str,
+                 progress: bool = True) -> StreamedPrune:
+    """Prune `source`'s safetensors into `out` one tensor at a time, plus config, generation config, tokenizer."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    method = get_method(request.method)
+    if method.matrix_pruner is None:
+        raise NotStreamable(f"{method.name} needs the model's forward pass")
+    try:
+        config = AutoConfig.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config)
+    except (OSError, ValueError, KeyError) as exc:  # the load path reports these properly
+        raise NotStreamable(f"config or tokenizer not readable on their own ({type(exc).__name__})") from None
+    if getattr(skeleton, "_keep_in_fp32_modules", None):
+        raise NotStreamable(f"{type(skeleton).__name__} keeps some modules in float32")
+    layers = prunable_linears(skeleton)
+    check_request(skeleton, request, layers)
+
+    try:
+        stored = {name: (file, tensor) for file in sorted({*weight_locations(source).values()})
+                  for name, tensor in read_index(source / file).items()}
+    except ValueError as exc:  # a dtype the reader does not know
+        raise NotStreamable(str(exc)) from None
+    own_names = list(skeleton.state_dict())
+    foreign = next((n for n in stored if n not in set(own_names)), None)
+    if foreign is not None:
+        raise NotStreamable(f"checkpoint tensor {foreign} is renamed or converted when transformers loads it")
+    tied = _tied_duplicates(skeleton)
+    absent = next((n for n in own_names if n not in stored and n not in tied), None)
+    if absent is not None:
+        raise NotStreamable(f"the checkpoint lacks {absent}, which transformers would initialise and save")
+    target = _target_dtype([tensor.dtype for _, tensor in stored.values()], config, dtype)
+    with contextlib.ExitStack() as stack:
+        handles = {f: stack.enter_context(open(source / f, "rb")) for f in {f for f, _ in stored.values()}}
+        entries = []
+        for name in (n for n in own_names if n in stored):
+            kept = stored[name][1].dtype
+            entries.append(TensorEntry(name, target if kept.is_floating_point else kept, stored[name][1].shape))
+        shards = plan_shards(sorted(entries, key=lambda e: _save_order(e.name)), shard_size)
+        prunable = {layer.weight_name for layer in layers}
+        pruner = method.matrix_pruner(request)
+        counts: dict[str, LayerSparsity] = {}
+        elapsed = 0.0
+        with tqdm(total=len(layers), desc=f"{method.name} pruning (streamed)", unit="layer",
+                  disable=not progress) as bar:
+
+            def produce(entry: TensorEntry) -> torch.Tensor:
+                nonlocal elapsed
+                file, kept = stored[entry.name]
+                tensor = read_tensor(handles[file], kept).to(entry.dtype)
+                if entry.name in prunable:
+                    start = time.perf_counter()
+                    pruner(entry.name, tensor)
+                    elapsed += time.perf_counter() - start
+                    counts[entry.name] = LayerSparsity(entry.name, list(entry.shape), tensor.numel(),
+                                                       zeros_in(tensor))
+                    bar.update(1)
+                return tensor
+
+            write_shards(out, shards, produce)
+
+    config.dtype = target
+    config.save_pretrained(out)
+    _generation_config(source, config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    record = prune_record(request, elapsed, [counts[layer.weight_name] for layer in layers])
+    return StreamedPrune(record=record, files=sorted(p.name for p in out.iterdir() if p.is_file()),
+                         architecture=type(skeleton).__name__, model_type=config.model_type,
+                         num_parameters=skeleton.num_parameters(), dtype=str(target).removeprefix("torch."))
+
+
+def _tied_duplicates(model: torch.nn.Module) -> set[str]:
+    """Names of tensors that are the same object as an earlier one (tied weights: saved once, under the first)."""
+    seen: set[int] = set()
+    duplicates = set()
+    for name, tensor in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+        if id(tensor) in seen:
+            duplicates.add(name)
+        seen.add(id(tensor))
+    return duplicates
+
+
+def _save_order(name: str):
+    """The order `save_pretrained` shards a state dict in (transformers 5 sorts it by this key first)."""
+    try:
+        from transformers.core_model_loading import dot_natural_key
+    except ImportError:  # another transformers: any order makes valid shards, only the split may differ
+        return ()
+    return dot_natural_key(name)
+
+
+def _target_dtype(stored: list[torch.dtype], config, dtype: str) -> torch.dtype:
+    """The dtype the load path would give every floating tensor (`auto`: the config's, else the files')."""
+    floating = {d for d in stored if d.is_floating_point}
+    if len(floating) > 1:
+        raise NotStreamable(f"the checkpoint mixes floating dtypes ({', '.join(sorted(map(str, floating)))})")
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    declared = getattr(config, "dtype", None)
+    if isinstance(declared, str):
+        declared = getattr(torch, declared.removeprefix("torch."), None)
+    return declared if isinstance(declared, torch.dtype) else (floating.pop() if floating else torch.float32)
+
+
+def _generation_config(source: Path, config):
+    """The source's generation config, or the one transformers derives from the model config (as it saves)."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(source)
+    except OSError:
+        return GenerationConfig.from_model_config(config)
