@@ -11,7 +11,6 @@ hash and whose files still hash the same is not recomputed; a stage cut off (no 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -20,17 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .card import CardSettings, write_card
-from .environment import environment, tool_info
-from .errors import OutputDirError, SettingsError
+from .errors import OutputDirError
 from .evaluation import EVAL_DIR, EvalSettings, evaluate_run
 from .model_io import ResolvedSource, digest_files, fetch_weights, load_model, resolve_source, save_checkpoint
-from .placement import describe_placement, from_pretrained_kwargs
-from .prune import PruneRequest, get_method, prune_model
-from .prune.calibration import CalibrationSpec, load_calibration
+from .placement import from_pretrained_kwargs
+from .prune import get_method
 from .prune.nm import checkpoint_nm_violations
 from .prune.sparsity import measure_checkpoint
-from .prune.streaming import NotStreamable, stream_prune
 from .prune.structure import parse_structure
+from .prune_stage import prune_stage
 from .results import (
     RESULTS_FILE,
     FileDigest,
@@ -39,16 +36,14 @@ from .results import (
     Results,
     SourceRecord,
     SparsityRecord,
-    write_json_atomic,
     write_results,
 )
+from .run_folder import CARD_FILE, RunFolder, run_identity
 from .settings import RunSettings, stable_hash
 
 log = logging.getLogger(__name__)
 
-STATE_DIR = ".publish-pruned"
 DEFAULT_CACHE_DIR = Path(os.environ.get("PUBLISH_PRUNED_CACHE", Path.home() / ".cache" / "publish-pruned"))
-CARD_FILE = "README.md"
 
 
 @dataclass
@@ -77,59 +72,6 @@ class RunOutcome:
     warnings: list[str]
 
 
-def run_identity(settings: RunSettings) -> str:
-    """What makes two invocations the same run (and allowed to share an output folder)."""
-    keys = ("model", "revision", "method", "sparsity", "tie_policy", "seed", "dtype", "base_model_id", "structure",
-            "calibration_dataset", "calibration_samples", "calibration_seq_len")
-    return stable_hash({k: getattr(settings, k) for k in keys})
-
-
-class RunFolder:
-    """The output folder's layout and its stage records."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.state = root / STATE_DIR
-        self.staging = self.state / "staging"
-        self.offload = self.state / "offload"  # accelerate's disk offload with --device-map; removed after use
-
-    def record(self, stage: str) -> dict | None:
-        path = self.state / f"{stage}.json"
-        try:
-            return json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-
-    def write_record(self, stage: str, data: dict) -> None:
-        write_json_atomic(self.state / f"{stage}.json", data)
-
-    def forget(self, *stages: str) -> None:
-        for stage in stages:
-            (self.state / f"{stage}.json").unlink(missing_ok=True)
-
-    def claim(self, identity: str, overwrite: bool) -> None:
-        """Make sure the folder is empty or holds this same run; `overwrite` clears a different one."""
-        run = self.record("run")
-        if run is None and self.root.is_dir() and any(self.root.iterdir()):
-            # Never delete a folder we did not create, even with --overwrite.
-            raise OutputDirError(f"output folder {self.root} is not empty and is not a publish-pruned run folder")
-        if run is not None and run.get("identity") != identity:
-            if not overwrite:
-                raise OutputDirError(
-                    f"output folder {self.root} holds a different run; pass --overwrite or another --output-dir"
-                )
-            shutil.rmtree(self.root)
-        self.state.mkdir(parents=True, exist_ok=True)
-        self.write_record("run", {"identity": identity})
-
-    def files_intact(self, files: dict[str, dict]) -> bool:
-        for name, digest in files.items():
-            path = self.root / name
-            if not path.is_file() or path.stat().st_size != digest["size"]:
-                return False
-        return all(d.sha256 == files[n]["sha256"] for n, d in digest_files(self.root, list(files)).items())
-
-
 def run_pipeline(settings: RunSettings, options: RunOptions) -> RunOutcome:
     """Run every stage up to the card; publishing is a separate step (`hub.publish`)."""
     get_method(settings.method)  # unknown method: fail before any work
@@ -144,7 +86,8 @@ def run_pipeline(settings: RunSettings, options: RunOptions) -> RunOutcome:
         skipped.append("prune")
         options.on_stage("prune", "skipped")
     else:
-        prune_state = _prune_stage(settings, options, folder, source, prune_key)
+        prune_state = prune_stage(settings, folder, source, prune_key, progress=options.progress,
+                                  endpoint=options.endpoint, token=options.token)
         options.on_stage("prune", "done")
 
     checkpoint_files = {n: FileDigest(**d) for n, d in prune_state["files"].items()}
@@ -189,103 +132,6 @@ def run_pipeline(settings: RunSettings, options: RunOptions) -> RunOutcome:
     published = dict(checkpoint_files)
     published.update(digest_files(folder.root, [RESULTS_FILE, CARD_FILE, *plots, *eval_files(folder.root)]))
     return RunOutcome(folder.root, folder.root / CARD_FILE, results, published, skipped, warnings)
-
-
-def _prune_stage(settings: RunSettings, options: RunOptions, folder: RunFolder, source: ResolvedSource,
-                 key: str) -> dict:
-    """Load, prune and save into staging; move into place; write the record last (the commit point)."""
-    old = folder.record("prune")
-    folder.forget("prune", "sparsity", "measure")
-    for name in [*(old or {}).get("files", {}), RESULTS_FILE, CARD_FILE]:
-        (folder.root / name).unlink(missing_ok=True)
-    shutil.rmtree(folder.root / EVAL_DIR, ignore_errors=True)
-    shutil.rmtree(folder.staging, ignore_errors=True)
-    try:
-        return _prune_into_place(settings, options, folder, source, key)
-    finally:
-        shutil.rmtree(folder.offload, ignore_errors=True)
-
-
-@dataclass
-class _Pruned:
-    """What pruning produced in the staging folder, however it was done."""
-
-    pruning: PruneRecord
-    files: list[str]
-    model: dict  # architecture, model_type, num_parameters, dtype
-    placement: str
-
-
-def _prune_into_place(settings: RunSettings, options: RunOptions, folder: RunFolder, source: ResolvedSource,
-                      key: str) -> dict:
-    method = get_method(settings.method)
-    if method.needs_calibration and settings.calibration_samples == 0:
-        raise SettingsError(f"method {method.name!r} needs calibration data: --calibration-samples must be ≥ 1")
-    weights_dir = fetch_weights(source, settings, endpoint=options.endpoint, token=options.token)
-    done = _prune_streamed(settings, options, source, weights_dir, folder) or _prune_loaded(
-        settings, options, source, weights_dir, folder)
-    source_record = SourceRecord(
-        kind=source.kind, reference=source.reference, base_model_id=source.base_model_id, revision=source.revision,
-        content_sha256=source.content_sha256, **done.model, license=source.license,
-        license_name=source.license_name, license_link=source.license_link, language=list(source.language),
-    )
-    files = digest_files(folder.staging, done.files)
-    for name in done.files:
-        (folder.staging / name).replace(folder.root / name)
-    record = {
-        "key": key,
-        "files": {n: dataclasses.asdict(d) for n, d in files.items()},
-        "source": dataclasses.asdict(source_record),
-        "pruning": dataclasses.asdict(done.pruning),
-        "tool": tool_info(),
-        "environment": {**environment(settings.device), "placement": done.placement},
-    }
-    folder.write_record("prune", record)
-    shutil.rmtree(folder.staging, ignore_errors=True)
-    return record
-
-
-def _request(settings: RunSettings, calibration=None) -> PruneRequest:
-    return PruneRequest(method=settings.method, sparsity=settings.sparsity, tie_policy=settings.tie_policy,
-                        seed=settings.seed, structure=settings.structure,
-                        calibration=calibration.input_ids if calibration else None)
-
-
-def _prune_streamed(settings: RunSettings, options: RunOptions, source: ResolvedSource, weights_dir: Path,
-                    folder: RunFolder) -> _Pruned | None:
-    """Per-matrix methods on plain safetensors on the CPU: file to file, one tensor in memory (else None)."""
-    blocker = ("GGUF source" if source.gguf_file else "a device or device map was asked for"
-               if settings.device_map or settings.device != "cpu" else
-               "no safetensors files" if not any(weights_dir.glob("*.safetensors")) else None)
-    try:
-        if blocker:
-            raise NotStreamable(blocker)
-        streamed = stream_prune(weights_dir, folder.staging, _request(settings), dtype=settings.dtype,
-                                shard_size=settings.shard_size, progress=options.progress)
-    except NotStreamable as why:
-        log.info("pruning the loaded model, not streaming: %s", why)
-        shutil.rmtree(folder.staging, ignore_errors=True)
-        return None
-    model = {"architecture": streamed.architecture, "model_type": streamed.model_type,
-             "num_parameters": streamed.num_parameters, "dtype": streamed.dtype}
-    return _Pruned(streamed.record, streamed.files, model, "streamed from safetensors, one tensor at a time (cpu)")
-
-
-def _prune_loaded(settings: RunSettings, options: RunOptions, source: ResolvedSource, weights_dir: Path,
-                  folder: RunFolder) -> _Pruned:
-    """Load the model (one device or a device map), prune it in place, save it."""
-    model, tokenizer = load_model(source, weights_dir, settings, offload_dir=folder.offload)
-    calibration = None
-    if get_method(settings.method).needs_calibration:
-        calibration = load_calibration(tokenizer, CalibrationSpec(
-            settings.calibration_dataset, samples=settings.calibration_samples,
-            seq_len=settings.calibration_seq_len, seed=settings.seed))
-    pruning = prune_model(model, _request(settings, calibration), progress=options.progress)
-    pruning.calibration = dataclasses.asdict(calibration.record) if calibration else None
-    names = save_checkpoint(model, tokenizer, folder.staging, shard_size=settings.shard_size)
-    facts = {"architecture": type(model).__name__, "model_type": model.config.model_type,
-             "num_parameters": model.num_parameters(), "dtype": str(model.dtype).removeprefix("torch.")}
-    return _Pruned(pruning, names, facts, describe_placement(model))
 
 
 def eval_files(root: Path) -> list[str]:

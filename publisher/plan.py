@@ -36,7 +36,8 @@ class Plan:
     expected_zeros: int
     weights_bytes: int
     largest_matrix: int
-    memory_needed_bytes: int  # weights + the largest per-matrix working set of magnitude pruning
+    memory_needed_bytes: int  # loaded: weights + the largest per-matrix working set of magnitude pruning
+    streamed_memory_bytes: int  # magnitude/random streamed from safetensors: about one tensor at a time
     methods: dict[str, str] = field(default_factory=dict)  # method → "ok" or why it does not apply
 
 
@@ -78,6 +79,7 @@ def plan_model(model: str, sparsity: float, *, structure: str = "unstructured", 
     total = sum(p.numel() for p in skeleton.parameters())
     bytes_per = DTYPE_BYTES.get(dtype, 4)
     largest = max(sizes)
+    largest_tensor = max(p.numel() for p in skeleton.parameters())
     methods = {}
     misfit = next((x.name for x in layers if not shape.fits(x.module.in_features)), None)
     for name, method in sorted(METHODS.items()):
@@ -94,6 +96,8 @@ def plan_model(model: str, sparsity: float, *, structure: str = "unstructured", 
         weights_bytes=total * bytes_per, largest_matrix=largest,
         # magnitude's working set: |w| as float32 scores + a bool mask for the largest matrix
         memory_needed_bytes=total * bytes_per + largest * 5, methods=methods,
+        # one tensor in memory at a time; a prunable one also gets zero flags (1 byte per entry) when counted
+        streamed_memory_bytes=max(largest_tensor * bytes_per, largest * (bytes_per + 1)),
     )
 
 
@@ -106,7 +110,8 @@ def plan_table(plan: Plan) -> str:
         f"({', '.join(f'{k} ×{v}' for k, v in plan.matrix_kinds.items())})",
         f"  expected zeros      {plan.expected_zeros:,} at {plan.sparsity:.0%} ({plan.structure}, exact-k)",
         f"  weights             {plan.weights_bytes / gib:.2f} GiB; memory needed ≈ "
-        f"{plan.memory_needed_bytes / gib:.2f} GiB (+ calibration working set for Wanda/SparseGPT)",
+        f"{plan.memory_needed_bytes / gib:.2f} GiB loaded (+ calibration working set for Wanda/SparseGPT), "
+        f"≈ {plan.streamed_memory_bytes / gib:.2f} GiB streamed (magnitude/random on safetensors, CPU) + libraries",
         "  methods             " + "; ".join(f"{k}: {v}" for k, v in plan.methods.items()),
     ]
     return "\n".join(lines)

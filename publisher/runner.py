@@ -21,8 +21,9 @@ from .errors import HubAuthError, OutputDirError
 from .hub.auth import resolve_token
 from .hub.publish import PublishRecord, PushOptions, check_write_access, publish_run
 from .model_io import digest_files
-from .pipeline import CARD_FILE, STATE_DIR, RunOptions, RunOutcome, eval_files, run_pipeline
+from .pipeline import RunOptions, RunOutcome, eval_files, run_pipeline
 from .results import RESULTS_FILE, read_results, write_json_atomic
+from .run_folder import CARD_FILE, STATE_DIR
 from .settings import RunSettings, validate_repo_id
 
 log = logging.getLogger(__name__)
