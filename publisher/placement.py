@@ -88,8 +88,25 @@ def check_placement(*, device: str, device_map: str | None, max_memory: str | No
         return
     if device != "cpu":
         raise SettingsError("pass either --device or --device-map, not both (the device map places every layer)")
-    parse_device_map(device_map)
-    parse_max_memory(max_memory)
+    mapping = parse_device_map(device_map)
+    named = [*(mapping.values() if isinstance(mapping, dict) else []), *(parse_max_memory(max_memory) or {})]
+    for entry in named:
+        _check_available(entry)
+
+
+def _check_available(device: int | str) -> None:
+    """A device named in a device map or memory budget must exist on this machine."""
+    import torch
+
+    kind, _, index = (f"cuda:{device}" if isinstance(device, int) else device).partition(":")
+    backend = {"cuda": torch.cuda, "xpu": getattr(torch, "xpu", None)}.get(kind)
+    if kind in ("cuda", "xpu"):
+        count = backend.device_count() if backend is not None and backend.is_available() else 0
+        if int(index) >= count:
+            raise SettingsError(f"device {device!r} is named for placement but this machine has "
+                                f"{count or 'no'} {kind.upper()} device{'s' if count != 1 else ''}")
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise SettingsError("device 'mps' is named for placement but MPS is not available")
 
 
 def from_pretrained_kwargs(settings: RunSettings, offload_dir: Path | None) -> dict:

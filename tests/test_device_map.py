@@ -109,6 +109,15 @@ def test_bad_placement_is_one_line(setup, tmp_path, args, message):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_a_map_naming_a_gpu_this_machine_lacks_is_one_line(setup, tmp_path):
+    (tmp_path / "gpu.json").write_text(json.dumps({**DISK_MAP, "model.layers.0": 0}))
+    for args in (["--device-map", str(tmp_path / "gpu.json")], ["--device-map", "auto", "--max-memory", "0=1GiB"]):
+        result = run(setup, tmp_path / "run", *args)
+        assert result.exit_code == 2 and "this machine has no CUDA device" in result.output, result.output
+        assert "Traceback" not in result.output
+
+
 def test_device_map_files_are_checked(tmp_path):
     bad = tmp_path / "map.json"
     bad.write_text('{"model.layers.0": "gpu"}')
