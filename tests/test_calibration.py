@@ -89,7 +89,7 @@ def test_bad_specs_and_files_are_settings_errors(tmp_path):
     with pytest.raises(CalibrationError, match="row 2: expected an object with a 'text' string"):
         load_calibration(tiny_tokenizer(), CalibrationSpec(tmp_path / "bad.jsonl", samples=1, seq_len=1))
     (tmp_path / "broken.jsonl").write_text('{"text": "w1"}\n{oops\n')
-    with pytest.raises(CalibrationError, match="line 2 is not JSON"):
+    with pytest.raises(CalibrationError, match="line 2 is not valid JSON"):
         load_calibration(tiny_tokenizer(), CalibrationSpec(tmp_path / "broken.jsonl", samples=1, seq_len=1))
 
 

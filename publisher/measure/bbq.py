@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..hashing import sha256_file
+from ..jsonl import read_jsonl
 from .chat import chat_token_ids
 from .errors import BbqDataError
 
@@ -254,18 +255,6 @@ def resolve_categories(requested: str | Sequence[str] | None, available: Iterabl
     return list(dict.fromkeys(chosen)), []
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise BbqDataError(f"{path}:{number} is not valid JSON ({exc.msg})") from None
-    return rows
-
-
 # The six (target, unknown) answer-position arrangements, ordered so that every run of three has distinct target
 # positions and distinct unknown positions: a sample of 3k items balances both exactly.
 ARRANGEMENTS = ((0, 1), (1, 2), (2, 0), (0, 2), (1, 0), (2, 1))
@@ -310,7 +299,7 @@ def load_bbq(source: BbqSource, categories: str | Sequence[str] | None = None,
         chosen, missing = resolve_categories(categories, paths)
         raw = {}
         for c in chosen:
-            raw[c] = _read_jsonl(paths[c])
+            raw[c] = read_jsonl(paths[c], error=BbqDataError)
             files[c] = sha256_file(paths[c])
         label, hub = f"jsonl_dir:{folder}", False
     elif source.kind == "hub":
@@ -384,7 +373,7 @@ def write_prepared(bbq: BbqSet, folder: Path) -> dict[str, Path]:
 def load_prepared(path: Path, categories: str | Sequence[str] | None = None, conditions: Sequence[str] = ("ambig",),
                   limit_per_category: int | None = None) -> BbqSet:
     """Items written by `write_prepared` (its summary and exclusions are read when they sit beside it)."""
-    rows = _read_jsonl(path)
+    rows = read_jsonl(path, error=BbqDataError)
     try:
         all_items = [BbqItem(**row) for row in rows]
     except TypeError as exc:
@@ -396,7 +385,8 @@ def load_prepared(path: Path, categories: str | Sequence[str] | None = None, con
             part = [i for i in all_items if i.category == category and i.condition == condition]
             items.extend(_sample(part, limit_per_category))
     excluded_path = path.with_name(EXCLUDED_FILE)
-    excluded = [Exclusion(**row) for row in _read_jsonl(excluded_path)] if excluded_path.is_file() else []
+    excluded = ([Exclusion(**row) for row in read_jsonl(excluded_path, error=BbqDataError)]
+                if excluded_path.is_file() else [])
     excluded = [e for e in excluded if e.category in chosen and e.condition in conditions]
     return BbqSet(items=items, excluded=excluded, source=f"prepared:{path}", files={"items": sha256_file(path)},
                   categories=chosen, conditions=list(conditions),

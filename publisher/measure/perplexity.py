@@ -24,7 +24,6 @@ logits of a whole batch never exist at once.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ..hashing import sha256_file
+from ..jsonl import json_lines
 from ..placement import input_device
 from .chat import chat_token_ids, has_chat_template
 from .errors import ChatTemplateError, PerplexityDataError
@@ -124,16 +124,11 @@ def token_hash(ids: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a local perplexity file: each a `messages` or a `text` record."""
     rows = []
     with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PerplexityDataError(f"{path}:{number} is not valid JSON ({exc.msg})") from None
+        for number, row in json_lines(f, where=str(path), error=PerplexityDataError):
             if not isinstance(row, dict) or ("messages" not in row and "text" not in row):
                 raise PerplexityDataError(f"{path}:{number} has neither a 'messages' nor a 'text' field")
             rows.append(row)
@@ -199,7 +194,7 @@ def build_ppl_rows(tokenizer: Any, source: PplSource, *, n_rows: int = DEFAULT_R
     need = n_rows * seq_len
     if source.kind == "jsonl":
         path = Path(source.name)
-        data = _read_jsonl(path)
+        data = _read_rows(path)
         ordered: Iterable[dict[str, Any]] = (data[i] for i in permutation(len(data), seed))
         revision, file_hash = None, sha256_file(path)
         label = f"jsonl:{path}"

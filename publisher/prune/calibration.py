@@ -40,6 +40,7 @@ import torch
 
 from ..errors import SettingsError
 from ..hashing import sha256_file
+from ..jsonl import json_lines
 
 DEFAULT_DATASET = "allenai/c4"
 DEFAULT_CONFIG = "en"
@@ -162,7 +163,7 @@ def read_texts(path: Path) -> list[str]:
         except json.JSONDecodeError as error:
             raise CalibrationError(f"calibration file {path} is not valid JSON: {error}") from None
     else:
-        rows = _json_lines(io.StringIO(content), path)
+        rows = json_lines(io.StringIO(content), where=f"calibration file {path}", error=CalibrationError)
     texts = []
     for number, row in rows:
         if not isinstance(row, dict) or not isinstance(row.get("text"), str):
@@ -180,15 +181,6 @@ def token_sha256(ids: torch.Tensor) -> str:
 
 def _is_local(source: str | Path) -> bool:
     return isinstance(source, Path) or Path(source).exists() or str(source).endswith(_LOCAL_SUFFIXES)
-
-
-def _json_lines(handle: io.StringIO, path: Path) -> Iterator[tuple[int, object]]:
-    for number, line in enumerate(handle, 1):
-        if line.strip():
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as error:
-                raise CalibrationError(f"calibration file {path}, line {number} is not JSON: {error}") from None
 
 
 def _stream_hub(name: str, config: str | None, revision: str | None, seed: int) -> tuple[Iterator[str], str | None]:
