@@ -41,14 +41,20 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_description(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(torch.device(device))} ({platform.system()})"
+def machine_description(device: str, *, gpus: bool = False) -> str:
+    """The CPU, or the GPU of `device`; with `gpus` (a device map), every visible GPU and the CPU."""
     import os
 
-    return f"{cpu_model()}, {os.cpu_count()} cores ({platform.system()} {platform.machine()})"
+    import torch
+
+    cpu = f"{cpu_model()}, {os.cpu_count()} cores ({platform.system()} {platform.machine()})"
+    if gpus and torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        listed = f"{len(names)} × {names[0]}" if len(set(names)) == 1 else ", ".join(names)
+        return f"{listed}; {cpu}"
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(torch.device(device))} ({platform.system()})"
+    return cpu
 
 
 def tool_info() -> dict[str, str | None]:
@@ -62,10 +68,10 @@ def tool_info() -> dict[str, str | None]:
     return {"name": "publish-pruned", "version": __version__, "git_commit": commit}
 
 
-def environment(device: str) -> dict:
+def environment(device: str, *, gpus: bool = False) -> dict:
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "machine": machine_description(device),
+        "machine": machine_description(device, gpus=gpus),
         "libraries": library_versions(),
     }

@@ -1,7 +1,7 @@
 """Find the base model (Hub id, local folder or GGUF file), pin it, load it, save the pruned copy.
 
     >>> src = resolve_source(settings)          # pins a Hub commit or hashes the local files
-    >>> model, tokenizer = load_model(src, settings)
+    >>> model, tokenizer = load_model(src, fetch_weights(src, settings), settings, offload_dir=Path("offload"))
     >>> save_checkpoint(model, tokenizer, Path("staging"), shard_size="5GB")
 """
 
@@ -21,7 +21,7 @@ from huggingface_hub.repocard import metadata_load
 
 from .errors import ModelSourceError, SettingsError
 from .hashing import sha256_file
-from .placement import from_pretrained_kwargs
+from .placement import check_map_fits, from_pretrained_kwargs
 from .results import FileDigest
 from .settings import RunSettings, validate_repo_id
 
@@ -208,15 +208,15 @@ def load_model(source: ResolvedSource, folder: Path, settings: RunSettings, *, o
 
     With `settings.device_map`, accelerate places the layers (GPUs, then CPU, then `offload_dir` on disk).
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict = {"trust_remote_code": settings.trust_remote_code}
     if source.gguf_file:
-        if settings.device_map:
-            raise SettingsError("--device-map needs a transformers folder or Hub model; a GGUF is dequantized on "
-                                "one device (use --device)")
         kwargs["gguf_file"] = source.gguf_file
     placement = from_pretrained_kwargs(settings, offload_dir)
+    if isinstance(placement.get("device_map"), dict):
+        _check_map_against_config(folder, placement["device_map"], settings)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
         if source.gguf_file:  # dequantized to float32 by transformers; cast afterwards
@@ -226,7 +226,7 @@ def load_model(source: ResolvedSource, folder: Path, settings: RunSettings, *, o
                 folder, dtype=torch_dtype(settings.dtype),
                 use_safetensors=None if settings.trust_pickled_weights else True, **placement, **kwargs,
             )
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: e.g. a Git LFS pointer, not weights
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelSourceError(f"cannot load {source.reference}: {first_line}") from None
     if source.gguf_file:
@@ -237,6 +237,19 @@ def load_model(source: ResolvedSource, folder: Path, settings: RunSettings, *, o
         model.to(check_device(settings.device))
     model.eval()
     return model, tokenizer
+
+
+def _check_map_against_config(folder: Path, mapping: dict, settings: RunSettings) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=settings.trust_remote_code)
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=settings.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelSourceError(f"cannot read the config in {folder}: {str(exc).splitlines()[0]}") from None
+    check_map_fits(skeleton, mapping)
 
 
 def _detach_gguf_quantizer(model, source: ResolvedSource) -> None:

@@ -80,8 +80,11 @@ def _check_device_entry(where: str, device: object) -> None:
                             "or 'disk')")
 
 
-def check_placement(*, device: str, device_map: str | None, max_memory: str | None) -> None:
-    """One-line errors for placement options that cannot work together."""
+def check_placement(*, device: str, device_map: str | None, max_memory: str | None, model: str = "") -> None:
+    """One-line errors for placement options that cannot work together (`model`: the --model value)."""
+    if device_map and model.endswith(".gguf"):
+        raise SettingsError("--device-map needs a transformers folder or Hub model; a GGUF is dequantized on "
+                            "one device (use --device)")
     if device_map is None:
         if max_memory:
             raise SettingsError("--max-memory needs --device-map (it bounds what accelerate puts on each device)")
@@ -120,6 +123,24 @@ def from_pretrained_kwargs(settings: RunSettings, offload_dir: Path | None) -> d
     if budget:
         kwargs["max_memory"] = budget
     return kwargs
+
+
+def check_map_fits(model: nn.Module, mapping: dict[str, int | str]) -> None:
+    """Every name in a JSON device map is a module of `model`, and every weight is placed by one of them.
+
+    accelerate would silently ignore an unknown name and put unplaced modules on the CPU; a meta-device
+    skeleton of the model is enough to check, before any weight is read.
+    """
+    known = {*dict(model.named_modules()), *dict(model.named_parameters())}
+    unknown = next((name for name in mapping if name and name not in known), None)
+    if unknown is not None:
+        raise SettingsError(f"--device-map names {unknown!r}, which {type(model).__name__} does not have "
+                            f"(its top-level modules: {', '.join(n for n, _ in model.named_children())})")
+    placed = tuple(f"{name}." for name in mapping if name)
+    if "" not in mapping:
+        loose = next((n for n, _ in model.named_parameters() if not (n + ".").startswith(placed)), None)
+        if loose is not None:
+            raise SettingsError(f"--device-map places no module holding {loose}; name it, or add \"\" for the rest")
 
 
 def describe_placement(model: nn.Module) -> str:

@@ -87,7 +87,9 @@ def _prune_into_place(settings: RunSettings, options: _Fetch, folder: RunFolder,
         "source": dataclasses.asdict(source_record),
         "pruning": dataclasses.asdict(done.pruning),
         "tool": tool_info(),
-        "environment": {**environment(settings.device), "placement": done.placement},
+        # what ran this stage (a resumed run may be given other placement options; the card shows these)
+        "environment": {**environment(settings.device, gpus=bool(settings.device_map)), "placement": done.placement,
+                        "device_map": settings.device_map},
     }
     folder.write_record("prune", record)
     shutil.rmtree(folder.staging, ignore_errors=True)
@@ -110,6 +112,7 @@ def _prune_streamed(settings: RunSettings, options: _Fetch, source: ResolvedSour
         if blocker:
             raise NotStreamable(blocker)
         streamed = stream_prune(weights_dir, folder.staging, _request(settings), dtype=settings.dtype,
+                                trust_remote_code=settings.trust_remote_code,
                                 shard_size=settings.shard_size, progress=options.progress)
     except NotStreamable as why:
         log.info("pruning the loaded model, not streaming: %s", why)

@@ -17,8 +17,8 @@ Files written are laid out as `save_pretrained` lays them out: `model.safetensor
 
 Format (github.com/huggingface/safetensors): 8-byte little-endian header length, a JSON header of
 name → {dtype, shape, data_offsets} (+ `__metadata__`), padded with spaces to a multiple of 8, then the
-tensors' bytes back to back with no holes. Within a file tensors go in order of falling element size, so
-every tensor starts at a multiple of its own element size (stable otherwise: the given order is kept).
+tensors' bytes back to back with no holes, in the safetensors library's order (dtype, widest first, then
+name): the files are byte for byte what `save_pretrained` writes.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +38,15 @@ INDEX_FILE = "model.safetensors.index.json"
 DTYPE_CODES = {
     torch.float64: "F64", torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16",
     torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.uint64: "U64", torch.uint32: "U32", torch.uint16: "U16", torch.complex64: "C64",
     torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
 }
 TORCH_DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
+# The order the safetensors library writes dtypes in (then names, as strings): byte-identical files.
+_FILE_ORDER = {code: rank for rank, code in enumerate(
+    ("U64", "I64", "F64", "C64", "F32", "U32", "I32", "BF16", "F16", "U16", "I16", "F8_E4M3", "F8_E5M2", "I8", "U8",
+     "BOOL"))}
+_MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
 
 
 @dataclass(frozen=True)
@@ -58,34 +65,51 @@ class StoredTensor(TensorEntry):
     offset: int = 0  # where its bytes start in the file
 
 
+class SafetensorsError(ValueError):
+    """A file that is not a readable safetensors file (truncated, a Git LFS pointer, an unknown dtype)."""
+
+
 def read_index(path: Path) -> dict[str, StoredTensor]:
-    """The tensors of one safetensors file (header only): name → dtype, shape, byte offset."""
+    """The tensors of one safetensors file (header only): name → dtype, shape, byte offset.
+
+    Raises `SafetensorsError` unless the header is well formed and every tensor lies inside the file.
+    """
+    _check_byte_order()
+    size = path.stat().st_size
     with open(path, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(length))
+        (length,) = struct.unpack("<Q", f.read(8).ljust(8, b"\0"))
+        if size < 8 or length > min(_MAX_HEADER, size - 8):
+            raise SafetensorsError(f"{path.name} is not a safetensors file (a Git LFS pointer or truncated?)")
+        try:
+            header = json.loads(f.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise SafetensorsError(f"{path.name}: its safetensors header is not valid JSON") from None
     header.pop("__metadata__", None)
     stored = {}
     for name, info in header.items():
-        if info["dtype"] not in TORCH_DTYPES:
-            raise ValueError(f"{path.name}: {name} has dtype {info['dtype']}, which this reader does not know")
-        stored[name] = StoredTensor(name, TORCH_DTYPES[info["dtype"]], tuple(info["shape"]),
-                                    8 + length + info["data_offsets"][0])
+        code, begin, end = info.get("dtype"), *info["data_offsets"]
+        if code not in TORCH_DTYPES:
+            raise SafetensorsError(f"{path.name}: {name} has dtype {code}, which this reader does not know")
+        tensor = StoredTensor(name, TORCH_DTYPES[code], tuple(info["shape"]), 8 + length + begin)
+        if end - begin != tensor.nbytes or 8 + length + end > size:
+            raise SafetensorsError(f"{path.name}: {name}'s bytes do not fit its shape or lie past the file's end")
+        stored[name] = tensor
     return stored
 
 
 def read_tensor(f: BinaryIO, stored: StoredTensor, rows: tuple[int, int] | None = None) -> torch.Tensor:
     """Read a tensor, or rows [start, stop) of its first dimension, from an open file into fresh memory."""
     shape, offset = stored.shape, stored.offset
-    if rows is not None:
+    if rows is not None and shape:
         row_bytes = math.prod(shape[1:]) * stored.dtype.itemsize
         start, stop = rows[0], min(rows[1], shape[0])
         shape, offset = (stop - start, *shape[1:]), offset + start * row_bytes
     tensor = torch.empty(shape, dtype=stored.dtype)
     if tensor.numel():
         f.seek(offset)
-        buffer = memoryview(tensor.view(-1).view(torch.uint8).numpy())
+        buffer = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
         if f.readinto(buffer) != len(buffer):
-            raise ValueError(f"{stored.name}: the file ends before the tensor's last byte")
+            raise SafetensorsError(f"{stored.name}: the file ends before the tensor's last byte")
     return tensor
 
 
@@ -101,8 +125,8 @@ def plan_shards(entries: list[TensorEntry], max_shard_size: int | str) -> dict[s
 
 
 def file_order(shard: list[TensorEntry]) -> list[TensorEntry]:
-    """The order tensors are written in: falling element size (alignment), then as given."""
-    return sorted(shard, key=lambda e: -e.dtype.itemsize)
+    """The order the safetensors library writes tensors in: by dtype (widest first), then by name."""
+    return sorted(shard, key=lambda e: (_FILE_ORDER[DTYPE_CODES[e.dtype]], e.name))
 
 
 def write_shards(folder: Path, shards: dict[str, list[TensorEntry]],
@@ -114,13 +138,21 @@ def write_shards(folder: Path, shards: dict[str, list[TensorEntry]],
     if len(shards) == 1:
         return list(shards)
     weight_map = {e.name: name for name, shard in shards.items() for e in shard}
-    total = sum(e.nbytes for shard in shards.values() for e in shard)
-    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    entries = [e for shard in shards.values() for e in shard]
+    metadata = {"total_parameters": sum(math.prod(e.shape) for e in entries),
+                "total_size": sum(e.nbytes for e in entries)}
+    index = {"metadata": metadata, "weight_map": dict(sorted(weight_map.items()))}
     (folder / INDEX_FILE).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return [*shards, INDEX_FILE]
 
 
+def _check_byte_order() -> None:
+    if sys.byteorder != "little":  # safetensors stores little-endian; these readers and writers copy raw bytes
+        raise SafetensorsError("reading and writing safetensors needs a little-endian machine")
+
+
 def _write_file(path: Path, shard: list[TensorEntry], produce: Callable[[TensorEntry], torch.Tensor]) -> None:
+    _check_byte_order()
     ordered = file_order(shard)
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
@@ -139,4 +171,4 @@ def _write_file(path: Path, shard: list[TensorEntry], produce: Callable[[TensorE
                 raise ValueError(f"{entry.name}: produced {tensor.dtype} {tuple(tensor.shape)}, planned "
                                  f"{entry.dtype} {entry.shape}")
             # The tensor's own memory, viewed as bytes: no serialised copy.
-            f.write(memoryview(tensor.detach().cpu().contiguous().view(torch.uint8).numpy()))
+            f.write(memoryview(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))

@@ -64,7 +64,8 @@ class RunSettings:
         parse_structure(self.structure).check_sparsity(self.sparsity)
         from .placement import check_placement
 
-        check_placement(device=self.device, device_map=self.device_map, max_memory=self.max_memory)
+        check_placement(device=self.device, device_map=self.device_map, max_memory=self.max_memory,
+                        model=self.model)
         if self.calibration_samples < 0 or self.calibration_seq_len < 1:
             raise SettingsError("--calibration-samples must be ≥ 0 and --calibration-seq-len ≥ 1")
 
@@ -73,8 +74,10 @@ class RunSettings:
 
     def prune_key(self, source_identity: str) -> str:
         """Hash of what decides the pruned weights: the exact source, method, target and numerics."""
+        versions = {"random_masks": "one generator per matrix"} if self.method == "random" else {}
         return stable_hash(
             {
+                **versions,
                 "source": source_identity,
                 "method": self.method,
                 "sparsity": self.sparsity,

@@ -24,6 +24,10 @@ def lint(path, *extra):
 def test_a_fresh_card_passes_lint_against_its_results(run_dir):
     result = lint(run_dir / "README.md")
     assert result.exit_code == 0 and "figures match" in result.stdout
+    lines = (run_dir / "README.md").read_text().splitlines()
+    hardware = next(line for line in lines if line.startswith("- Hardware: "))
+    assert hardware.endswith("device `cpu`")  # and the next bullet on its own line
+    assert lines[lines.index(hardware) + 1].startswith("- Command: `")
 
 
 @pytest.mark.parametrize(("edit", "problem"), [

@@ -130,3 +130,20 @@ def test_device_map_files_are_checked(tmp_path):
     good.write_text('{"model.layers.0": 0, "model.layers.1": "cuda:1", "lm_head": "disk"}')
     assert parse_device_map(str(good)) == {"model.layers.0": 0, "model.layers.1": "cuda:1", "lm_head": "disk"}
     assert parse_max_memory("0=70GiB, cpu=200GiB") == {0: "70GiB", "cpu": "200GiB"}
+
+
+@pytest.mark.parametrize(("mapping", "message"), [
+    ({**DISK_MAP, "model.layers.7": "cpu"}, "names 'model.layers.7', which LlamaForCausalLM does not have"),
+    ({k: v for k, v in DISK_MAP.items() if k != "model.norm"}, "places no module holding model.norm.weight"),
+])
+def test_a_map_that_does_not_fit_the_model_is_one_line(setup, tmp_path, mapping, message):
+    (tmp_path / "map.json").write_text(json.dumps(mapping))
+    result = run(setup, tmp_path / "run", "--device-map", str(tmp_path / "map.json"))
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+
+
+def test_a_gguf_with_a_device_map_is_refused_before_any_work(tmp_path):
+    result = CliRunner().invoke(main, ["--model", str(tmp_path / "m.gguf"), "--sparsity", "0.5", "--dry-run",
+                                       "--device-map", "auto", "--output-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "a GGUF is dequantized on one device" in result.output
+    assert not (tmp_path / "run").exists()

@@ -135,3 +135,67 @@ def test_reader_reads_files_written_by_safetensors_whole_and_by_rows(tmp_path):
         assert all(torch.equal(read_tensor(f, stored[n]), t) for n, t in values.items())
         assert torch.equal(read_tensor(f, stored["w"], rows=(30, 99)), values["w"][30:])
         assert torch.equal(read_tensor(f, stored["w"], rows=(3, 7)), values["w"][3:7])
+
+
+def test_streamed_files_are_byte_identical_to_save_pretrained_with_many_layers(tmp_path):
+    """Twelve blocks: the safetensors library orders names as strings (layers.10 before layers.2)."""
+    from transformers.models.llama import LlamaConfig
+
+    from publisher.hashing import sha256_file
+
+    config = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=12,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    source = tmp_path / "source"
+    AutoModelForCausalLM.from_config(config).save_pretrained(source)
+    from tiny_models import tiny_tokenizer
+
+    tiny_tokenizer().save_pretrained(source)
+    request = PruneRequest("random", 0.5)
+    for shard_size in ("5GB", "40KB"):
+        streamed = stream_prune(source, tmp_path / f"s{shard_size}", request, dtype="auto", shard_size=shard_size,
+                                progress=False)
+        loaded_path(source, tmp_path / f"l{shard_size}", request, shard_size=shard_size)
+        weight_files = [f for f in streamed.files if "safetensors" in f]
+        assert (weight_files == ["model.safetensors"]) == (shard_size == "5GB")  # 40KB: shards + index
+        for name in weight_files:
+            assert sha256_file(tmp_path / f"s{shard_size}" / name) == sha256_file(tmp_path / f"l{shard_size}" / name)
+
+
+def test_checkpoints_the_load_path_would_change_are_not_streamed(tmp_path):
+    source = save_tiny_model("gemma2", tmp_path / "source")  # ties lm_head to the embedding
+    weights = load_file(source / "model.safetensors")
+    save_file({**weights, "lm_head.weight": weights["model.embed_tokens.weight"].clone()},
+              source / "model.safetensors", metadata={"format": "pt"})
+    request = PruneRequest("magnitude", 0.5)
+    with pytest.raises(NotStreamable, match="stores tied weight lm_head.weight"):
+        stream_prune(source, tmp_path / "a", request, dtype="auto", shard_size="5GB", progress=False)
+    (source / "generation_config.json").unlink()
+    with pytest.raises(NotStreamable, match="no generation_config.json"):
+        stream_prune(source, tmp_path / "b", request, dtype="auto", shard_size="5GB", progress=False)
+
+
+def test_a_git_lfs_pointer_is_a_one_line_error(tmp_path):
+    source = save_tiny_model("llama", tmp_path / "source")
+    (source / "model.safetensors").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n")
+    with pytest.raises(NotStreamable, match="not a safetensors file"):
+        stream_prune(source, tmp_path / "a", PruneRequest("magnitude", 0.5), dtype="auto", shard_size="5GB",
+                     progress=False)
+    result = CliRunner().invoke(main, ["--model", str(source), "--sparsity", "0.5", "--dry-run", "-q",
+                                       "--output-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2 and result.output.startswith("error: ") and "Traceback" not in result.output
+
+
+def test_custom_code_never_runs_without_trust_remote_code(tmp_path):
+    """transformers would ask on stdin when trust_remote_code is None; the answer 'y' must not matter."""
+    source = save_tiny_model("llama", tmp_path / "source")
+    marker = tmp_path / "custom-code-ran"
+    (source / "configuration_my.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).touch()\n"
+        "from transformers import LlamaConfig\n\nclass MyConfig(LlamaConfig):\n    model_type = 'my-llama'\n")
+    config = json.loads((source / "config.json").read_text())
+    config.update(model_type="my-llama", auto_map={"AutoConfig": "configuration_my.MyConfig"})
+    (source / "config.json").write_text(json.dumps(config))
+    result = CliRunner().invoke(main, ["--model", str(source), "--sparsity", "0.5", "--dry-run", "-q",
+                                       "--output-dir", str(tmp_path / "run")], input="y\ny\ny\n")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert not marker.exists()

@@ -98,7 +98,7 @@ def verify_sparsity(api: HfApi, repo_id: str, revision: str, folder: Path, files
     None when the run pruned nothing. PublishError when the bytes or any tensor's zeros differ from the run.
     """
     from ..prune.sparsity import count_zeros
-    from ..safetensors_io import read_index
+    from ..safetensors_io import SafetensorsError, read_index
 
     picked = pick_shard(folder, files, results)
     if picked is None:
@@ -111,7 +111,10 @@ def verify_sparsity(api: HfApi, repo_id: str, revision: str, folder: Path, files
         if sha256_file(path) != files[shard].sha256:
             raise PublishError(f"{repo_id}@{revision[:12]}: the downloaded {shard} does not hash to the run's sha256")
         problems, zeros, params = [], 0, 0
-        available = read_index(path)
+        try:
+            available = read_index(path)
+        except SafetensorsError as exc:
+            raise PublishError(f"{repo_id}@{revision[:12]}: the downloaded {shard} is unreadable ({exc})") from None
         with open(path, "rb") as handle:
             for name in names:
                 if name not in available:

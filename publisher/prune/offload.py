@@ -33,10 +33,9 @@ def _align_hook(module: nn.Module):
     hook = getattr(module, "_hf_hook", None)
     if hook is None:
         return None
-    for candidate in getattr(hook, "hooks", (hook,)):
-        if hasattr(candidate, "execution_device") and hasattr(candidate, "weights_map"):
-            return candidate
-    return None
+    hooks = getattr(hook, "hooks", (hook,))  # a SequentialHook holds several
+    aligning = [h for h in hooks if hasattr(h, "execution_device") and hasattr(h, "weights_map")]
+    return next((h for h in aligning if h.offload), aligning[0] if aligning else None)
 
 
 def execution_device(module: nn.Module) -> torch.device:

@@ -19,15 +19,19 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 
 from ..results import LayerSparsity, PruneRecord
-from ..safetensors_io import TensorEntry, plan_shards, read_index, read_tensor, write_shards
+from ..safetensors_io import SafetensorsError, TensorEntry, plan_shards, read_index, read_tensor, write_shards
 from . import PruneRequest, check_request, get_method, prune_record
 from .scope import prunable_linears
 from .sparsity import weight_locations, zeros_in
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 
 class NotStreamable(Exception):
@@ -45,21 +49,24 @@ class StreamedPrune:
 
 
 def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, shard_size: str,
-                 progress: bool = True) -> StreamedPrune:
+                 trust_remote_code: bool = False, progress: bool = True) -> StreamedPrune:
     """Prune `source`'s safetensors into `out` one tensor at a time, plus config, generation config, tokenizer."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     method = get_method(request.method)
     if method.matrix_pruner is None:
         raise NotStreamable(f"{method.name} needs the model's forward pass")
+    if not (source / "generation_config.json").is_file():
+        raise NotStreamable("no generation_config.json: transformers derives one while loading")
+    remote = {"trust_remote_code": trust_remote_code}  # never None: None makes transformers ask on stdin
     try:
-        config = AutoConfig.from_pretrained(source)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, **remote)
+        tokenizer = AutoTokenizer.from_pretrained(source, **remote)
         with torch.device("meta"):
-            skeleton = AutoModelForCausalLM.from_config(config)
+            skeleton = AutoModelForCausalLM.from_config(config, **remote)
     except (OSError, ValueError, KeyError) as exc:  # the load path reports these properly
         raise NotStreamable(f"config or tokenizer not readable on their own ({type(exc).__name__})") from None
-    if getattr(skeleton, "_keep_in_fp32_modules", None):
+    if getattr(skeleton, "_keep_in_fp32_modules", None) or getattr(skeleton, "_keep_in_fp32_modules_strict", None):
         raise NotStreamable(f"{type(skeleton).__name__} keeps some modules in float32")
     layers = prunable_linears(skeleton)
     check_request(skeleton, request, layers)
@@ -67,13 +74,16 @@ def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, 
     try:
         stored = {name: (file, tensor) for file in sorted({*weight_locations(source).values()})
                   for name, tensor in read_index(source / file).items()}
-    except ValueError as exc:  # a dtype the reader does not know
+    except (OSError, SafetensorsError) as exc:  # missing shard, LFS pointer, unknown dtype: the load path says
         raise NotStreamable(str(exc)) from None
     own_names = list(skeleton.state_dict())
     foreign = next((n for n in stored if n not in set(own_names)), None)
     if foreign is not None:
         raise NotStreamable(f"checkpoint tensor {foreign} is renamed or converted when transformers loads it")
     tied = _tied_duplicates(skeleton)
+    twice = next((n for n in tied if n in stored), None)
+    if twice is not None:  # the load path ties it to its twin and saves one copy
+        raise NotStreamable(f"the checkpoint stores tied weight {twice} separately")
     absent = next((n for n in own_names if n not in stored and n not in tied), None)
     if absent is not None:
         raise NotStreamable(f"the checkpoint lacks {absent}, which transformers would initialise and save")
@@ -108,8 +118,9 @@ def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, 
             write_shards(out, shards, produce)
 
     config.dtype = target
+    config.architectures = [type(skeleton).__name__]  # as save_pretrained writes it
     config.save_pretrained(out)
-    _generation_config(source, config).save_pretrained(out)
+    GenerationConfig.from_pretrained(source).save_pretrained(out)
     tokenizer.save_pretrained(out)
     record = prune_record(request, elapsed, [counts[layer.weight_name] for layer in layers])
     return StreamedPrune(record=record, files=sorted(p.name for p in out.iterdir() if p.is_file()),
@@ -128,7 +139,7 @@ def _tied_duplicates(model: torch.nn.Module) -> set[str]:
     return duplicates
 
 
-def _save_order(name: str):
+def _save_order(name: str) -> tuple:
     """The order `save_pretrained` shards a state dict in (transformers 5 sorts it by this key first)."""
     try:
         from transformers.core_model_loading import dot_natural_key
@@ -137,7 +148,7 @@ def _save_order(name: str):
     return dot_natural_key(name)
 
 
-def _target_dtype(stored: list[torch.dtype], config, dtype: str) -> torch.dtype:
+def _target_dtype(stored: list[torch.dtype], config: PretrainedConfig, dtype: str) -> torch.dtype:
     """The dtype the load path would give every floating tensor (`auto`: the config's, else the files')."""
     floating = {d for d in stored if d.is_floating_point}
     if len(floating) > 1:
@@ -148,13 +159,3 @@ def _target_dtype(stored: list[torch.dtype], config, dtype: str) -> torch.dtype:
     if isinstance(declared, str):
         declared = getattr(torch, declared.removeprefix("torch."), None)
     return declared if isinstance(declared, torch.dtype) else (floating.pop() if floating else torch.float32)
-
-
-def _generation_config(source: Path, config):
-    """The source's generation config, or the one transformers derives from the model config (as it saves)."""
-    from transformers import GenerationConfig
-
-    try:
-        return GenerationConfig.from_pretrained(source)
-    except OSError:
-        return GenerationConfig.from_model_config(config)
