@@ -239,6 +239,17 @@ def load_model(source: ResolvedSource, folder: Path, settings: RunSettings, *, o
     return model, tokenizer
 
 
+def load_checkpoint(folder: Path, settings: RunSettings, *, offload_dir: Path | None = None):
+    """A checkpoint this tool saved (the run folder, a dense copy), placed like the base model; eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    placement = from_pretrained_kwargs(settings, offload_dir)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto", **placement)
+    if not placement:
+        model.to(check_device(settings.device))
+    return model.eval(), AutoTokenizer.from_pretrained(folder)
+
+
 def _check_map_against_config(folder: Path, mapping: dict, settings: RunSettings) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM

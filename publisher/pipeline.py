@@ -21,8 +21,15 @@ from pathlib import Path
 from .card import CardSettings, write_card
 from .errors import OutputDirError
 from .evaluation import EVAL_DIR, EvalSettings, evaluate_run
-from .model_io import ResolvedSource, digest_files, fetch_weights, load_model, resolve_source, save_checkpoint
-from .placement import from_pretrained_kwargs
+from .model_io import (
+    ResolvedSource,
+    digest_files,
+    fetch_weights,
+    load_checkpoint,
+    load_model,
+    resolve_source,
+    save_checkpoint,
+)
 from .prune import get_method
 from .prune.nm import checkpoint_nm_violations
 from .prune.sparsity import measure_checkpoint
@@ -154,13 +161,7 @@ def _measure_stage(settings: RunSettings, options: RunOptions, folder: RunFolder
     folder.forget("measure")
 
     def load_saved(path: Path):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        placement = from_pretrained_kwargs(settings, folder.offload)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto", **placement)
-        if not placement:
-            model.to(settings.device)
-        return model.eval(), AutoTokenizer.from_pretrained(path)
+        return load_checkpoint(path, settings, offload_dir=folder.offload)
 
     def dense_folder() -> Path:
         """A transformers folder of the dense model (MLX needs one); for GGUF, a copy saved once per run."""

@@ -22,7 +22,7 @@ from .evaluation import EVAL_DIR
 from .model_io import ResolvedSource, digest_files, fetch_weights, load_model, save_checkpoint
 from .placement import describe_placement
 from .prune import PruneRequest, get_method, prune_model
-from .prune.calibration import CalibrationSpec, load_calibration
+from .prune.calibration import CalibrationSet, CalibrationSpec, load_calibration
 from .prune.streaming import NotStreamable, stream_prune
 from .results import RESULTS_FILE, PruneRecord, SourceRecord
 from .run_folder import CARD_FILE, RunFolder
@@ -61,7 +61,7 @@ class _Pruned:
 
     pruning: PruneRecord
     files: list[str]
-    model: dict  # architecture, model_type, num_parameters, dtype
+    facts: dict[str, str | int]  # architecture, model_type, num_parameters, dtype: for the source record
     placement: str
 
 
@@ -71,24 +71,24 @@ def _prune_into_place(settings: RunSettings, options: _Fetch, folder: RunFolder,
     if method.needs_calibration and settings.calibration_samples == 0:
         raise SettingsError(f"method {method.name!r} needs calibration data: --calibration-samples must be ≥ 1")
     weights_dir = fetch_weights(source, settings, endpoint=options.endpoint, token=options.token)
-    done = _prune_streamed(settings, options, source, weights_dir, folder) or _prune_loaded(
+    pruned = _prune_streamed(settings, options, source, weights_dir, folder) or _prune_loaded(
         settings, options, source, weights_dir, folder)
     source_record = SourceRecord(
         kind=source.kind, reference=source.reference, base_model_id=source.base_model_id, revision=source.revision,
-        content_sha256=source.content_sha256, **done.model, license=source.license,
+        content_sha256=source.content_sha256, **pruned.facts, license=source.license,
         license_name=source.license_name, license_link=source.license_link, language=list(source.language),
     )
-    files = digest_files(folder.staging, done.files)
-    for name in done.files:
+    files = digest_files(folder.staging, pruned.files)
+    for name in pruned.files:
         (folder.staging / name).replace(folder.root / name)
     record = {
         "key": key,
         "files": {n: dataclasses.asdict(d) for n, d in files.items()},
         "source": dataclasses.asdict(source_record),
-        "pruning": dataclasses.asdict(done.pruning),
+        "pruning": dataclasses.asdict(pruned.pruning),
         "tool": tool_info(),
         # what ran this stage (a resumed run may be given other placement options; the card shows these)
-        "environment": {**environment(settings.device, gpus=bool(settings.device_map)), "placement": done.placement,
+        "environment": {**environment(settings.device, gpus=bool(settings.device_map)), "placement": pruned.placement,
                         "device_map": settings.device_map},
     }
     folder.write_record("prune", record)
@@ -96,7 +96,7 @@ def _prune_into_place(settings: RunSettings, options: _Fetch, folder: RunFolder,
     return record
 
 
-def _request(settings: RunSettings, calibration=None) -> PruneRequest:
+def _request(settings: RunSettings, calibration: CalibrationSet | None = None) -> PruneRequest:
     return PruneRequest(method=settings.method, sparsity=settings.sparsity, tie_policy=settings.tie_policy,
                         seed=settings.seed, structure=settings.structure,
                         calibration=calibration.input_ids if calibration else None)
@@ -118,9 +118,9 @@ def _prune_streamed(settings: RunSettings, options: _Fetch, source: ResolvedSour
         log.info("pruning the loaded model, not streaming: %s", why)
         shutil.rmtree(folder.staging, ignore_errors=True)
         return None
-    model = {"architecture": streamed.architecture, "model_type": streamed.model_type,
+    facts = {"architecture": streamed.architecture, "model_type": streamed.model_type,
              "num_parameters": streamed.num_parameters, "dtype": streamed.dtype}
-    return _Pruned(streamed.record, streamed.files, model, "streamed from safetensors, one tensor at a time (cpu)")
+    return _Pruned(streamed.record, streamed.files, facts, "streamed from safetensors, one tensor at a time (cpu)")
 
 
 def _prune_loaded(settings: RunSettings, options: _Fetch, source: ResolvedSource, weights_dir: Path,
