@@ -149,13 +149,12 @@ def file_passes(base: Path, scratch: Path, repeats: int = 3) -> tuple[list[float
     from publisher.prune import PruneRequest
     from publisher.prune.sparsity import weight_locations
     from publisher.prune.streaming import stream_prune
-    from publisher.safetensors_io import plan_shards, read_index, read_tensor, write_shards
+    from publisher.safetensors_io import SafetensorsFile, plan_shards, write_shards
 
     def copy(out: Path) -> None:
-        (file,) = set(weight_locations(base).values())
-        stored = read_index(base / file)
-        with open(base / file, "rb") as f:
-            write_shards(out, plan_shards(list(stored.values()), "5GB"), lambda e: read_tensor(f, stored[e.name]))
+        (name,) = set(weight_locations(base).values())
+        with SafetensorsFile(base / name) as f:
+            write_shards(out, plan_shards(list(f.tensors.values()), "5GB"), lambda e: f.read(e.name))
 
     copies, prunes = [], []
     for i in range(repeats):

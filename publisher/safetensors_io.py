@@ -5,10 +5,10 @@ in memory at once, and `safe_open` maps the file, so each page read stays in the
 until the file is closed: streaming a checkpoint through it shows the whole checkpoint in RSS. Here only
 the tensor being read or written is in memory.
 
-    >>> stored = read_index(Path("base/model.safetensors"))           # name → dtype, shape, byte range
-    >>> with open("base/model.safetensors", "rb") as f:
-    ...     w = read_tensor(f, stored["model.layers.0.mlp.up_proj.weight"])
-    ...     rows = read_tensor(f, stored["model.layers.0.mlp.up_proj.weight"], rows=(0, 128))
+    >>> with SafetensorsFile(Path("base/model.safetensors")) as f:   # reads the header only
+    ...     f.tensors["model.layers.0.mlp.up_proj.weight"].shape
+    ...     w = f.read("model.layers.0.mlp.up_proj.weight")
+    ...     rows = f.read("model.layers.0.mlp.up_proj.weight", rows=(0, 128))
     >>> shards = plan_shards(entries, max_shard_size="5GB")           # file name → entries, as save_pretrained
     >>> names = write_shards(folder, shards, produce=lambda entry: load_and_prune(entry.name))
 
@@ -111,6 +111,27 @@ def read_tensor(f: BinaryIO, stored: StoredTensor, rows: tuple[int, int] | None 
         if f.readinto(buffer) != len(buffer):
             raise SafetensorsError(f"{stored.name}: the file ends before the tensor's last byte")
     return tensor
+
+
+class SafetensorsFile:
+    """One safetensors file open for plain reads: `tensors` (name → StoredTensor) and `read(name, rows)`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.tensors = read_index(path)
+        self._handle = open(path, "rb")  # noqa: SIM115 - closed by close() / the context manager
+
+    def read(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        return read_tensor(self._handle, self.tensors[name], rows)
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> SafetensorsFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def plan_shards(entries: list[TensorEntry], max_shard_size: int | str) -> dict[str, list[TensorEntry]]:

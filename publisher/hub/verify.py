@@ -98,7 +98,7 @@ def verify_sparsity(api: HfApi, repo_id: str, revision: str, folder: Path, files
     None when the run pruned nothing. PublishError when the bytes or any tensor's zeros differ from the run.
     """
     from ..prune.sparsity import count_zeros
-    from ..safetensors_io import SafetensorsError, read_index
+    from ..safetensors_io import SafetensorsError, SafetensorsFile
 
     picked = pick_shard(folder, files, results)
     if picked is None:
@@ -112,15 +112,15 @@ def verify_sparsity(api: HfApi, repo_id: str, revision: str, folder: Path, files
             raise PublishError(f"{repo_id}@{revision[:12]}: the downloaded {shard} does not hash to the run's sha256")
         problems, zeros, params = [], 0, 0
         try:
-            available = read_index(path)
+            remote = SafetensorsFile(path)
         except SafetensorsError as exc:
             raise PublishError(f"{repo_id}@{revision[:12]}: the downloaded {shard} is unreadable ({exc})") from None
-        with open(path, "rb") as handle:
+        with remote:
             for name in names:
-                if name not in available:
+                if name not in remote.tensors:
                     problems.append(f"{name} missing from the remote {shard}")
                     continue
-                counted = count_zeros(handle, available[name])
+                counted = count_zeros(remote, name)
                 want = expected[name]
                 if (counted.zeros, counted.params) != (want.zeros, want.params):
                     problems.append(f"{name}: {counted.zeros}/{counted.params} zeros remotely, "

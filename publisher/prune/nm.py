@@ -76,7 +76,7 @@ def checkpoint_nm_violations(folder: Path, weight_names: list[str], structure: S
     The lead's sparsity stage can call this next to `measure_checkpoint`; any non-zero count means the
     published weights are not `structure`-sparse. Unstructured → every count is 0 (nothing to check).
     """
-    from ..safetensors_io import read_index, read_tensor
+    from ..safetensors_io import SafetensorsFile
     from .sparsity import weight_locations
 
     if structure.unstructured:
@@ -84,17 +84,13 @@ def checkpoint_nm_violations(folder: Path, weight_names: list[str], structure: S
     locations = weight_locations(folder)
     found: dict[str, int] = {}
     for file_name in sorted({locations[name] for name in weight_names}):
-        stored = read_index(folder / file_name)
-        with open(folder / file_name, "rb") as handle:
+        with SafetensorsFile(folder / file_name) as file:
             for name in (x for x in weight_names if locations[x] == file_name):
-                shape = stored[name].shape
+                shape = file.tensors[name].shape
                 if len(shape) != 2:  # not a weight matrix: one row
-                    found[name] = nm_violations(read_tensor(handle, stored[name]), structure.n, structure.m)
+                    found[name] = nm_violations(file.read(name), structure.n, structure.m)
                     continue
                 step = rows_per_chunk(shape[1], 1 << 24)
-                found[name] = sum(
-                    nm_violations(read_tensor(handle, stored[name], rows=(start, start + step)), structure.n,
-                                  structure.m)
-                    for start in range(0, shape[0], step)
-                )
+                found[name] = sum(nm_violations(file.read(name, rows=(start, start + step)), structure.n, structure.m)
+                                  for start in range(0, shape[0], step))
     return {name: found[name] for name in weight_names}

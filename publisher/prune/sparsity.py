@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 
 from ..errors import OutputDirError
 from ..results import LayerSparsity, SparsityRecord
-from ..safetensors_io import StoredTensor, read_index, read_tensor
+from ..safetensors_io import SafetensorsFile, read_index
 
 CHUNK_ELEMENTS = 1 << 24  # ~64 MB of fp32 per slice: memory stays flat whatever the matrix size
 
@@ -46,14 +45,13 @@ def zeros_in(tensor: torch.Tensor) -> int:
     return int(packed.view(torch.uint8).sum(dtype=torch.int64)) + int(flags[packed_end:].sum())
 
 
-def count_zeros(f: BinaryIO, stored: StoredTensor) -> LayerSparsity:
+def count_zeros(file: SafetensorsFile, name: str) -> LayerSparsity:
     """Zeros of one stored tensor, read in slices of rows (plain reads: the file is never mapped)."""
-    shape = stored.shape
+    shape = file.tensors[name].shape
     rows = shape[0] if shape else 1
     step = max(1, CHUNK_ELEMENTS // max(1, math.prod(shape[1:])))
-    zeros = sum(zeros_in(read_tensor(f, stored, rows=(start, start + step)) if shape else read_tensor(f, stored))
-                for start in range(0, rows, step))
-    return LayerSparsity(stored.name, list(shape), math.prod(shape), zeros)
+    zeros = sum(zeros_in(file.read(name, rows=(start, start + step))) for start in range(0, rows, step))
+    return LayerSparsity(name, list(shape), math.prod(shape), zeros)
 
 
 def measure_checkpoint(folder: Path, weight_names: list[str]) -> SparsityRecord:
@@ -67,10 +65,9 @@ def measure_checkpoint(folder: Path, weight_names: list[str]) -> SparsityRecord:
         by_file.setdefault(locations[name], []).append(name)
     counted: dict[str, LayerSparsity] = {}
     for file_name, names in by_file.items():
-        stored = read_index(folder / file_name)
-        with open(folder / file_name, "rb") as f:
+        with SafetensorsFile(folder / file_name) as file:
             for name in names:
-                counted[name] = count_zeros(f, stored[name])
+                counted[name] = count_zeros(file, name)
     layers = [counted[n] for n in weight_names]
     return SparsityRecord(
         measured_from="saved safetensors (streamed)",

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..results import LayerSparsity, PruneRecord
-from ..safetensors_io import SafetensorsError, TensorEntry, plan_shards, read_index, read_tensor, write_shards
+from ..safetensors_io import SafetensorsError, SafetensorsFile, TensorEntry, plan_shards, write_shards
 from . import PruneRequest, check_request, get_method, prune_record
 from .scope import prunable_linears
 from .sparsity import weight_locations, zeros_in
@@ -71,29 +71,15 @@ def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, 
     layers = prunable_linears(skeleton)
     check_request(skeleton, request, layers)
 
-    try:
-        stored = {name: (file, tensor) for file in sorted({*weight_locations(source).values()})
-                  for name, tensor in read_index(source / file).items()}
-    except (OSError, SafetensorsError) as exc:  # missing shard, LFS pointer, unknown dtype: the load path says
-        raise NotStreamable(str(exc)) from None
-    own_names = list(skeleton.state_dict())
-    foreign = next((n for n in stored if n not in set(own_names)), None)
-    if foreign is not None:
-        raise NotStreamable(f"checkpoint tensor {foreign} is renamed or converted when transformers loads it")
-    tied = _tied_duplicates(skeleton)
-    twice = next((n for n in tied if n in stored), None)
-    if twice is not None:  # the load path ties it to its twin and saves one copy
-        raise NotStreamable(f"the checkpoint stores tied weight {twice} separately")
-    absent = next((n for n in own_names if n not in stored and n not in tied), None)
-    if absent is not None:
-        raise NotStreamable(f"the checkpoint lacks {absent}, which transformers would initialise and save")
-    target = _target_dtype([tensor.dtype for _, tensor in stored.values()], config, dtype)
     with contextlib.ExitStack() as stack:
-        handles = {f: stack.enter_context(open(source / f, "rb")) for f in {f for f, _ in stored.values()}}
-        entries = []
-        for name in (n for n in own_names if n in stored):
-            kept = stored[name][1].dtype
-            entries.append(TensorEntry(name, target if kept.is_floating_point else kept, stored[name][1].shape))
+        try:
+            files = [stack.enter_context(SafetensorsFile(source / name))
+                     for name in sorted({*weight_locations(source).values()})]
+        except (OSError, SafetensorsError) as exc:  # missing shard, LFS pointer, unknown dtype: the load path says
+            raise NotStreamable(str(exc)) from None
+        stored = {name: file for file in files for name in file.tensors}  # tensor name → its file
+        entries = _entries_like_save_pretrained(skeleton, stored, config, dtype)
+        target = next((e.dtype for e in entries if e.dtype.is_floating_point), torch.float32)
         shards = plan_shards(sorted(entries, key=lambda e: _save_order(e.name)), shard_size)
         prunable = {layer.weight_name for layer in layers}
         pruner = method.matrix_pruner(request)
@@ -104,8 +90,7 @@ def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, 
 
             def produce(entry: TensorEntry) -> torch.Tensor:
                 nonlocal elapsed
-                file, kept = stored[entry.name]
-                tensor = read_tensor(handles[file], kept).to(entry.dtype)
+                tensor = stored[entry.name].read(entry.name).to(entry.dtype)
                 if entry.name in prunable:
                     start = time.perf_counter()
                     pruner(entry.name, tensor)
@@ -126,6 +111,30 @@ def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, 
     return StreamedPrune(record=record, files=sorted(p.name for p in out.iterdir() if p.is_file()),
                          architecture=type(skeleton).__name__, model_type=config.model_type,
                          num_parameters=skeleton.num_parameters(), dtype=str(target).removeprefix("torch."))
+
+
+def _entries_like_save_pretrained(skeleton: torch.nn.Module, stored: dict[str, SafetensorsFile],
+                                  config: PretrainedConfig, dtype: str) -> list[TensorEntry]:
+    """What `save_pretrained` would write after loading these files: names, dtypes, shapes (in model order).
+
+    Raises NotStreamable where loading would change the tensors: names transformers renames, weights it
+    would initialise, tied weights stored twice, mixed floating dtypes.
+    """
+    own_names = list(skeleton.state_dict())
+    foreign = next((n for n in stored if n not in set(own_names)), None)
+    if foreign is not None:
+        raise NotStreamable(f"checkpoint tensor {foreign} is renamed or converted when transformers loads it")
+    tied = _tied_duplicates(skeleton)
+    twice = next((n for n in tied if n in stored), None)
+    if twice is not None:  # the load path ties it to its twin and saves one copy
+        raise NotStreamable(f"the checkpoint stores tied weight {twice} separately")
+    absent = next((n for n in own_names if n not in stored and n not in tied), None)
+    if absent is not None:
+        raise NotStreamable(f"the checkpoint lacks {absent}, which transformers would initialise and save")
+    kept = {name: file.tensors[name] for name, file in stored.items()}
+    target = _target_dtype([t.dtype for t in kept.values()], config, dtype)
+    return [TensorEntry(n, target if kept[n].dtype.is_floating_point else kept[n].dtype, kept[n].shape)
+            for n in own_names if n in kept]
 
 
 def _tied_duplicates(model: torch.nn.Module) -> set[str]:
