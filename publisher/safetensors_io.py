@@ -28,6 +28,7 @@ import math
 import struct
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -152,7 +153,11 @@ def file_order(shard: list[TensorEntry]) -> list[TensorEntry]:
 
 def write_shards(folder: Path, shards: dict[str, list[TensorEntry]],
                  produce: Callable[[TensorEntry], torch.Tensor]) -> list[str]:
-    """Write every shard, asking `produce` for each tensor in `file_order`; returns the file names written."""
+    """Write every shard, asking `produce` for each tensor in `file_order`; returns the file names written.
+
+    `produce` runs on one worker thread, one tensor ahead of the writes (so at most two tensors are in
+    memory), and is called in order: it may keep state.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     for name, shard in shards.items():
         _write_file(folder / name, shard, produce)
@@ -183,11 +188,15 @@ def _write_file(path: Path, shard: list[TensorEntry], produce: Callable[[TensorE
         offset += entry.nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned
-    with open(path, "wb") as f:
+    with open(path, "wb") as f, ThreadPoolExecutor(1, thread_name_prefix="produce") as ahead:
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
-        for entry in ordered:
-            tensor = produce(entry)
+        # The next tensor is produced (read, pruned) while this one is written: one tensor ahead, in order.
+        upcoming = [ahead.submit(produce, ordered[0])] if ordered else []
+        for i, entry in enumerate(ordered):
+            tensor = upcoming.pop().result()
+            if i + 1 < len(ordered):
+                upcoming.append(ahead.submit(produce, ordered[i + 1]))
             if tensor.dtype != entry.dtype or tuple(tensor.shape) != entry.shape:
                 raise ValueError(f"{entry.name}: produced {tensor.dtype} {tuple(tensor.shape)}, planned "
                                  f"{entry.dtype} {entry.shape}")
