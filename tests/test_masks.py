@@ -254,3 +254,19 @@ def test_with_nan_the_in_place_path_keeps_every_nan_bit_pattern(dtype, ties):
         assert torch.equal(pruned.view(torch.int16), expected.view(torch.int16)), k
         left = 3 if k <= 3997 else (4000 - k if ties == "exact" else 0)  # threshold at NaN: all NaN ties
         assert int(pruned.isnan().sum()) == left
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("ties", ["exact", "threshold"])
+@pytest.mark.parametrize("zeros_before", [0, 10, 700])  # 700 > k: more zeros than the pruner must make
+def test_prune_smallest_magnitude_knows_the_zeros_it_leaves(dtype, ties, zeros_before):
+    from publisher.prune.masks import prune_smallest_magnitude_
+
+    weight = (torch.randn(40, 25, generator=torch.Generator().manual_seed(zeros_before)) * 0.02).to(dtype)
+    weight.view(-1)[torch.randperm(1000, generator=torch.Generator().manual_seed(1))[:zeros_before]] = 0
+    weight.view(-1)[:3] = -0.0
+    before = int((weight == 0).sum())
+    reported = prune_smallest_magnitude_(weight, 500, ties)
+    assert reported == int((weight == 0).sum())  # what a counting pass would find
+    if ties == "exact":
+        assert reported == max(500, before)

@@ -81,7 +81,8 @@ PruneFn = Callable[[torch.nn.Module, list[PrunableLinear], PruneRequest, Done], 
 
 
 # Zeroes one weight matrix in place, given its state-dict name; must not depend on the order matrices come in.
-MatrixPruner = Callable[[str, torch.Tensor], None]
+# Returns how many entries are zero afterwards when it knows exactly without counting, else None.
+MatrixPruner = Callable[[str, torch.Tensor], "int | None"]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import math
 import torch
 
 from . import MatrixPruner, PruneRequest, register_per_matrix
-from .masks import zero_smallest_magnitude_
+from .masks import prune_smallest_magnitude_
 from .nm import zero_nm_smallest_
 
 
@@ -25,12 +25,12 @@ from .nm import zero_nm_smallest_
 def magnitude_pruner(request: PruneRequest) -> MatrixPruner:
     structure = request.nm
 
-    def prune(name: str, weight: torch.Tensor) -> None:
+    def prune(name: str, weight: torch.Tensor) -> int | None:
         if structure.unstructured:
             k = math.floor(weight.numel() * request.sparsity)
             # Ranks by |weight| from the weight's own bits (no abs() copy), zeroes in place (no mask built).
-            zero_smallest_magnitude_(weight, k, ties=request.tie_policy)
-        else:
-            zero_nm_smallest_(weight, structure.n, structure.m)
+            return prune_smallest_magnitude_(weight, k, ties=request.tie_policy)
+        zero_nm_smallest_(weight, structure.n, structure.m)
+        return None
 
     return prune

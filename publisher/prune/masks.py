@@ -84,15 +84,30 @@ def zero_smallest_magnitude_(weight: torch.Tensor, k: int, ties: str = "exact") 
     and NaN-holding tensors get each chunk's flags applied to their bits right away. Zeroed entries become
     +0.0, as `masked_fill_` writes; every other entry keeps its bits (-0.0 and NaN included).
     """
+    prune_smallest_magnitude_(weight, k, ties)
+    return weight
+
+
+def prune_smallest_magnitude_(weight: torch.Tensor, k: int, ties: str = "exact") -> int | None:
+    """`zero_smallest_magnitude_`, returning how many entries are zero afterwards when pass 1 tells (else None).
+
+    bf16/fp16 without NaN: ±0 entries are the smallest magnitudes, so exact-k leaves max(k, zeros before)
+    zeros and the threshold rule every entry up to the threshold bucket — no counting pass needed.
+    """
     _check_ties(ties)
     bits = _bit_view(weight) if weight.is_contiguous() else None
     if bits is None or k <= 0 or k >= weight.numel():
-        return zero_masked_(weight, magnitude_mask(weight, k, ties))
+        zero_masked_(weight, magnitude_mask(weight, k, ties))
+        return None
     with _one_cpu_thread(weight.device):
         histogram = _histogram(bits)
-        if bits.dtype != torch.int16 or not _shrink_smallest_16(bits, weight.dtype, k, ties, histogram):
-            _select_smallest(bits, k, ties, None, histogram)
-    return weight
+        if bits.dtype == torch.int16 and _shrink_smallest_16(bits, weight.dtype, k, ties, histogram):
+            counts = histogram.sum(0)
+            if ties == "threshold":
+                return int(counts[: _locate(counts, k)[0] + 1].sum())
+            return max(k, int(counts[0]))
+        _select_smallest(bits, k, ties, None, histogram)
+    return None
 
 
 def lowest_k_mask(scores: torch.Tensor, k: int, ties: str = "exact") -> torch.Tensor:

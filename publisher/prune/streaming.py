@@ -93,10 +93,11 @@ def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, 
                 tensor = stored[entry.name].read(entry.name).to(entry.dtype)
                 if entry.name in prunable:
                     start = time.perf_counter()
-                    pruner(entry.name, tensor)
+                    zeros = pruner(entry.name, tensor)
                     elapsed += time.perf_counter() - start
+                    # The sparsity stage recounts from the written files either way.
                     counts[entry.name] = LayerSparsity(entry.name, list(entry.shape), tensor.numel(),
-                                                       zeros_in(tensor))
+                                                       zeros_in(tensor) if zeros is None else zeros)
                     bar.update(1)
                 return tensor
 
