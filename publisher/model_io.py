@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
@@ -24,6 +25,9 @@ from .hashing import sha256_file
 from .placement import check_map_fits, from_pretrained_kwargs
 from .results import FileDigest
 from .settings import RunSettings, validate_repo_id
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +207,8 @@ def check_device(device: str) -> str:
     return device
 
 
-def load_model(source: ResolvedSource, folder: Path, settings: RunSettings, *, offload_dir: Path | None = None):
+def load_model(source: ResolvedSource, folder: Path, settings: RunSettings, *,
+               offload_dir: Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load model and tokenizer from `folder` with transformers; returns (model, tokenizer) in eval mode.
 
     With `settings.device_map`, accelerate places the layers (GPUs, then CPU, then `offload_dir` on disk).
@@ -239,7 +244,8 @@ def load_model(source: ResolvedSource, folder: Path, settings: RunSettings, *, o
     return model, tokenizer
 
 
-def load_checkpoint(folder: Path, settings: RunSettings, *, offload_dir: Path | None = None):
+def load_checkpoint(folder: Path, settings: RunSettings, *,
+                    offload_dir: Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A checkpoint this tool saved (the run folder, a dense copy), placed like the base model; eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
