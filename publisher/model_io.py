@@ -22,7 +22,7 @@ from huggingface_hub.repocard import metadata_load
 
 from .errors import ModelSourceError, SettingsError
 from .hashing import sha256_file
-from .placement import check_map_fits, from_pretrained_kwargs
+from .placement import check_devices_present, check_map_fits, from_pretrained_kwargs
 from .results import FileDigest
 from .settings import RunSettings, validate_repo_id
 
@@ -219,6 +219,7 @@ def load_model(source: ResolvedSource, folder: Path, settings: RunSettings, *,
     kwargs: dict = {"trust_remote_code": settings.trust_remote_code}
     if source.gguf_file:
         kwargs["gguf_file"] = source.gguf_file
+    check_devices_present(settings)
     placement = from_pretrained_kwargs(settings, offload_dir)
     if isinstance(placement.get("device_map"), dict):
         _check_map_against_config(folder, placement["device_map"], settings)
@@ -232,8 +233,7 @@ def load_model(source: ResolvedSource, folder: Path, settings: RunSettings, *,
                 use_safetensors=None if settings.trust_pickled_weights else True, **placement, **kwargs,
             )
     except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: e.g. a Git LFS pointer, not weights
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelSourceError(f"cannot load {source.reference}: {first_line}") from None
+        raise ModelSourceError(f"cannot load {source.reference}: {_first_line(exc)}") from None
     if source.gguf_file:
         _detach_gguf_quantizer(model, source)
         if settings.dtype != "auto":
@@ -249,11 +249,12 @@ def load_checkpoint(folder: Path, settings: RunSettings, *,
     """A checkpoint this tool saved (the run folder, a dense copy), placed like the base model; eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    remote = {"trust_remote_code": settings.trust_remote_code}  # never None: None makes transformers ask on stdin
     placement = from_pretrained_kwargs(settings, offload_dir)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto", **placement)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto", **placement, **remote)
     if not placement:
         model.to(check_device(settings.device))
-    return model.eval(), AutoTokenizer.from_pretrained(folder)
+    return model.eval(), AutoTokenizer.from_pretrained(folder, **remote)
 
 
 def _check_map_against_config(folder: Path, mapping: dict, settings: RunSettings) -> None:
@@ -265,8 +266,12 @@ def _check_map_against_config(folder: Path, mapping: dict, settings: RunSettings
         with torch.device("meta"):
             skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=settings.trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise ModelSourceError(f"cannot read the config in {folder}: {str(exc).splitlines()[0]}") from None
+        raise ModelSourceError(f"cannot read the config in {folder}: {_first_line(exc)}") from None
     check_map_fits(skeleton, mapping)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _detach_gguf_quantizer(model, source: ResolvedSource) -> None:

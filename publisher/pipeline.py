@@ -30,6 +30,7 @@ from .model_io import (
     resolve_source,
     save_checkpoint,
 )
+from .placement import check_devices_present
 from .prune import get_method
 from .prune.nm import checkpoint_nm_violations
 from .prune.sparsity import measure_checkpoint
@@ -82,6 +83,7 @@ class RunOutcome:
 def run_pipeline(settings: RunSettings, options: RunOptions) -> RunOutcome:
     """Run every stage up to the card; publishing is a separate step (`hub.publish`)."""
     get_method(settings.method)  # unknown method: fail before any work
+    check_devices_present(settings)
     source = resolve_source(settings, endpoint=options.endpoint, token=options.token)
     folder = RunFolder(options.output_dir)
     folder.claim(run_identity(settings), options.overwrite)

@@ -15,6 +15,7 @@ changes which weights are zeroed on a given device, so it is not part of a run's
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,7 +75,7 @@ def parse_max_memory(value: str | None) -> dict[int | str, str] | None:
 
 def _check_device_entry(where: str, device: object) -> None:
     ok = (isinstance(device, int) and not isinstance(device, bool) and device >= 0) or device in _NAMED_DEVICES or (
-        isinstance(device, str) and device.startswith(("cuda:", "xpu:")) and device.split(":")[1].isdigit())
+        isinstance(device, str) and re.fullmatch(r"(cuda|xpu):[0-9]+", device) is not None)
     if not ok:
         raise SettingsError(f"{where}: {device!r} is not a device (a GPU index like 0, 'cuda:1', 'cpu', 'mps' "
                             "or 'disk')")
@@ -82,7 +83,7 @@ def _check_device_entry(where: str, device: object) -> None:
 
 def check_placement(*, device: str, device_map: str | None, max_memory: str | None, model: str = "") -> None:
     """One-line errors for placement options that cannot work together (`model`: the --model value)."""
-    if device_map and model.endswith(".gguf"):
+    if device_map and Path(model).suffix == ".gguf":
         raise SettingsError("--device-map needs a transformers folder or Hub model; a GGUF is dequantized on "
                             "one device (use --device)")
     if device_map is None:
@@ -91,14 +92,22 @@ def check_placement(*, device: str, device_map: str | None, max_memory: str | No
         return
     if device != "cpu":
         raise SettingsError("pass either --device or --device-map, not both (the device map places every layer)")
-    mapping = parse_device_map(device_map)
-    named = [*(mapping.values() if isinstance(mapping, dict) else []), *(parse_max_memory(max_memory) or {})]
+    parse_device_map(device_map)
+    parse_max_memory(max_memory)
+
+
+def check_devices_present(settings: RunSettings) -> None:
+    """Every device a device map or memory budget names exists here (checked when a run starts, not when a
+    manifest is read: a release grid may be previewed on a machine without its GPUs)."""
+    if settings.device_map is None:
+        return
+    mapping = parse_device_map(settings.device_map)
+    named = [*(mapping.values() if isinstance(mapping, dict) else []), *(parse_max_memory(settings.max_memory) or {})]
     for entry in named:
         _check_available(entry)
 
 
 def _check_available(device: int | str) -> None:
-    """A device named in a device map or memory budget must exist on this machine."""
     import torch
 
     kind, _, index = (f"cuda:{device}" if isinstance(device, int) else device).partition(":")
@@ -131,16 +140,17 @@ def check_map_fits(model: nn.Module, mapping: dict[str, int | str]) -> None:
     accelerate would silently ignore an unknown name and put unplaced modules on the CPU; a meta-device
     skeleton of the model is enough to check, before any weight is read.
     """
-    known = {*dict(model.named_modules()), *dict(model.named_parameters())}
-    unknown = next((name for name in mapping if name and name not in known), None)
+    if "" in mapping and len(mapping) > 1:  # accelerate would place everything by "" and ignore the rest
+        raise SettingsError('--device-map: "" (the whole model) must be the only entry when present')
+    modules = dict(model.named_modules())
+    unknown = next((name for name in mapping if name and name not in modules), None)
     if unknown is not None:
-        raise SettingsError(f"--device-map names {unknown!r}, which {type(model).__name__} does not have "
+        raise SettingsError(f"--device-map names {unknown!r}, which is not a module of {type(model).__name__} "
                             f"(its top-level modules: {', '.join(n for n, _ in model.named_children())})")
     placed = tuple(f"{name}." for name in mapping if name)
-    if "" not in mapping:
-        loose = next((n for n, _ in model.named_parameters() if not (n + ".").startswith(placed)), None)
-        if loose is not None:
-            raise SettingsError(f"--device-map places no module holding {loose}; name it, or add \"\" for the rest")
+    loose = next((n for n, _ in model.named_parameters() if placed and not (n + ".").startswith(placed)), None)
+    if loose is not None:
+        raise SettingsError(f"--device-map places no module holding {loose}: name every top-level module")
 
 
 def describe_placement(model: nn.Module) -> str:

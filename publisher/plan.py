@@ -37,7 +37,7 @@ class Plan:
     weights_bytes: int
     largest_matrix: int
     memory_needed_bytes: int  # loaded: weights + the largest per-matrix working set of magnitude pruning
-    streamed_memory_bytes: int  # magnitude/random streamed from safetensors: about one tensor at a time
+    streamed_memory_bytes: int  # magnitude/random streamed from safetensors: two tensors at a time
     methods: dict[str, str] = field(default_factory=dict)  # method → "ok" or why it does not apply
 
 
@@ -96,8 +96,8 @@ def plan_model(model: str, sparsity: float, *, structure: str = "unstructured", 
         weights_bytes=total * bytes_per, largest_matrix=largest,
         # magnitude's working set: |w| as float32 scores + a bool mask for the largest matrix
         memory_needed_bytes=total * bytes_per + largest * 5, methods=methods,
-        # one tensor in memory at a time; a prunable one also gets zero flags (1 byte per entry) when counted
-        streamed_memory_bytes=max(largest_tensor * bytes_per, largest * (bytes_per + 1)),
+        # two tensors in memory at a time: one being written, the next being read and pruned
+        streamed_memory_bytes=2 * largest_tensor * bytes_per,
     )
 
 

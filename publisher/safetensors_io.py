@@ -85,17 +85,30 @@ def read_index(path: Path) -> dict[str, StoredTensor]:
             header = json.loads(f.read(length))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise SafetensorsError(f"{path.name}: its safetensors header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise SafetensorsError(f"{path.name}: its safetensors header is not a JSON object")
     header.pop("__metadata__", None)
     stored = {}
     for name, info in header.items():
-        code, begin, end = info.get("dtype"), *info["data_offsets"]
-        if code not in TORCH_DTYPES:
-            raise SafetensorsError(f"{path.name}: {name} has dtype {code}, which this reader does not know")
-        tensor = StoredTensor(name, TORCH_DTYPES[code], tuple(info["shape"]), 8 + length + begin)
-        if end - begin != tensor.nbytes or 8 + length + end > size:
-            raise SafetensorsError(f"{path.name}: {name}'s bytes do not fit its shape or lie past the file's end")
+        tensor = _stored_tensor(name, info, 8 + length)
+        if tensor is None:
+            raise SafetensorsError(f"{path.name}: the header entry of {name} is malformed")
+        if tensor.offset + tensor.nbytes > size:
+            raise SafetensorsError(f"{path.name}: {name}'s bytes lie past the file's end")
         stored[name] = tensor
     return stored
+
+
+def _stored_tensor(name: str, info: object, data_start: int) -> StoredTensor | None:
+    """A header entry as a StoredTensor, or None unless its dtype, shape and offsets are consistent."""
+    if not isinstance(info, dict):
+        return None
+    code, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if (code not in TORCH_DTYPES or not isinstance(shape, list) or not isinstance(offsets, list)
+            or len(offsets) != 2 or not all(isinstance(x, int) and x >= 0 for x in [*shape, *offsets])):
+        return None
+    tensor = StoredTensor(name, TORCH_DTYPES[code], tuple(shape), data_start + offsets[0])
+    return tensor if offsets[1] - offsets[0] == tensor.nbytes else None
 
 
 def read_tensor(f: BinaryIO, stored: StoredTensor, rows: tuple[int, int] | None = None) -> torch.Tensor:
@@ -186,7 +199,7 @@ def _write_file(path: Path, shard: list[TensorEntry], produce: Callable[[TensorE
         header[entry.name] = {"dtype": DTYPE_CODES[entry.dtype], "shape": list(entry.shape),
                               "data_offsets": [offset, offset + entry.nbytes]}
         offset += entry.nbytes
-    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()  # raw UTF-8, as the library
     blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned
     with open(path, "wb") as f, ThreadPoolExecutor(1, thread_name_prefix="produce") as ahead:
         f.write(struct.pack("<Q", len(blob)))

@@ -120,9 +120,10 @@ def test_a_map_naming_a_gpu_this_machine_lacks_is_one_line(setup, tmp_path):
 
 def test_device_map_files_are_checked(tmp_path):
     bad = tmp_path / "map.json"
-    bad.write_text('{"model.layers.0": "gpu"}')
-    with pytest.raises(Exception, match="'gpu' is not a device"):
-        parse_device_map(str(bad))
+    for device in ("gpu", "cuda:0:1", "cuda:"):
+        bad.write_text(json.dumps({"model.layers.0": device}))
+        with pytest.raises(Exception, match=f"'{device}' is not a device"):
+            parse_device_map(str(bad))
     bad.write_text("[1, 2]")
     with pytest.raises(Exception, match="expected a JSON object"):
         parse_device_map(str(bad))
@@ -133,8 +134,10 @@ def test_device_map_files_are_checked(tmp_path):
 
 
 @pytest.mark.parametrize(("mapping", "message"), [
-    ({**DISK_MAP, "model.layers.7": "cpu"}, "names 'model.layers.7', which LlamaForCausalLM does not have"),
+    ({**DISK_MAP, "model.layers.7": "cpu"}, "names 'model.layers.7', which is not a module of LlamaForCausalLM"),
+    ({**DISK_MAP, "lm_head.weight": "disk"}, "names 'lm_head.weight', which is not a module"),
     ({k: v for k, v in DISK_MAP.items() if k != "model.norm"}, "places no module holding model.norm.weight"),
+    ({"": "cpu", "model.layers.1": "disk"}, '"" (the whole model) must be the only entry'),
 ])
 def test_a_map_that_does_not_fit_the_model_is_one_line(setup, tmp_path, mapping, message):
     (tmp_path / "map.json").write_text(json.dumps(mapping))
@@ -147,3 +150,10 @@ def test_a_gguf_with_a_device_map_is_refused_before_any_work(tmp_path):
                                        "--device-map", "auto", "--output-dir", str(tmp_path / "run")])
     assert result.exit_code == 2 and "a GGUF is dequantized on one device" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_settings_naming_absent_gpus_parse_so_a_release_grid_can_be_previewed():
+    from publisher.settings import RunSettings
+
+    settings = RunSettings(model="org/big", sparsity=0.5, device_map="auto", max_memory="0=70GiB,cpu=200GiB")
+    assert settings.max_memory == "0=70GiB,cpu=200GiB"  # the devices are checked when a run starts

@@ -25,10 +25,10 @@ def test_plan_gives_the_protocol_counts_exactly(model, prunable, matrices):
     assert plan["expected_zeros"] <= prunable // 2 and prunable // 2 - plan["expected_zeros"] < matrices
     assert plan["methods"]["magnitude"] == "ok"
     assert plan["weights_bytes"] == 2 * plan["total_params"]  # bf16 configs
-    # streamed magnitude/random hold about one tensor: gemma's 256000 × 3584 embedding is the largest
-    assert plan["streamed_memory_bytes"] < plan["memory_needed_bytes"] / 5
+    # streamed magnitude/random hold two tensors: gemma's 256000 × 3584 embedding is the largest
+    assert plan["streamed_memory_bytes"] < plan["memory_needed_bytes"] / 4
     if model == "gemma-2-9b-it":
-        assert plan["streamed_memory_bytes"] == 256_000 * 3584 * 2
+        assert plan["streamed_memory_bytes"] == 2 * 256_000 * 3584 * 2
 
 
 def test_plan_matches_a_real_instantiation(tmp_path):

@@ -199,3 +199,31 @@ def test_custom_code_never_runs_without_trust_remote_code(tmp_path):
                                        "--output-dir", str(tmp_path / "run")], input="y\ny\ny\n")
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("header", [
+    b"[1, 2]", b'{"w": "x"}', b'{"w": {"dtype": "F32", "shape": [2]}}',
+    b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4, 8]}}',
+    b'{"w": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}',
+    b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0.0, 8]}}',
+    b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}',
+])
+def test_malformed_headers_are_safetensors_errors(tmp_path, header):
+    import struct
+
+    from publisher.safetensors_io import SafetensorsError, read_index
+
+    header += b" " * (-len(header) % 8)
+    (tmp_path / "x.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(8))
+    with pytest.raises(SafetensorsError):
+        read_index(tmp_path / "x.safetensors")
+
+
+def test_non_ascii_names_are_written_as_the_library_writes_them(tmp_path):
+    from publisher.safetensors_io import TensorEntry, plan_shards, write_shards
+
+    values = {"gewicht.ä": torch.arange(4, dtype=torch.float32), "b": torch.ones(2, dtype=torch.bfloat16)}
+    save_file(values, tmp_path / "reference.safetensors", metadata={"format": "pt"})
+    entries = [TensorEntry(n, t.dtype, tuple(t.shape)) for n, t in values.items()]
+    write_shards(tmp_path / "ours", plan_shards(entries, "1GB"), lambda e: values[e.name])
+    assert (tmp_path / "ours" / "model.safetensors").read_bytes() == (tmp_path / "reference.safetensors").read_bytes()

@@ -2,8 +2,8 @@
 
 Loading the whole model to zero some of its weights costs the model's size in memory; a per-matrix method
 needs one matrix at a time. So when the checkpoint is plain safetensors whose tensor names are the model's
-own, each tensor is read, cast, pruned if prunable, and written to the new shards before the next is read:
-peak memory is the largest tensor plus the libraries.
+own, each tensor is read, cast, pruned if prunable, and written to the new shards, the next one being read
+and pruned while this one is written: peak memory is about two of the largest tensor plus the libraries.
 
     >>> streamed = stream_prune(Path("base"), Path("staging"), request, dtype="auto", shard_size="5GB")
     >>> streamed.record.layers[0].zeros, streamed.files
@@ -66,6 +66,8 @@ def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, 
             skeleton = AutoModelForCausalLM.from_config(config, **remote)
     except (OSError, ValueError, KeyError) as exc:  # the load path reports these properly
         raise NotStreamable(f"config or tokenizer not readable on their own ({type(exc).__name__})") from None
+    if any(key.startswith("AutoModel") for key in getattr(config, "auto_map", None) or {}):
+        raise NotStreamable("save_pretrained copies the model's own code (auto_map) beside the weights")
     if getattr(skeleton, "_keep_in_fp32_modules", None) or getattr(skeleton, "_keep_in_fp32_modules_strict", None):
         raise NotStreamable(f"{type(skeleton).__name__} keeps some modules in float32")
     layers = prunable_linears(skeleton)
@@ -78,8 +80,7 @@ def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, 
         except (OSError, SafetensorsError) as exc:  # missing shard, LFS pointer, unknown dtype: the load path says
             raise NotStreamable(str(exc)) from None
         stored = {name: file for file in files for name in file.tensors}  # tensor name → its file
-        entries = _entries_like_save_pretrained(skeleton, stored, config, dtype)
-        target = next((e.dtype for e in entries if e.dtype.is_floating_point), torch.float32)
+        entries, target = _entries_like_save_pretrained(skeleton, stored, config, dtype, remote)
         shards = plan_shards(sorted(entries, key=lambda e: _save_order(e.name)), shard_size)
         prunable = {layer.weight_name for layer in layers}
         pruner = method.matrix_pruner(request)
@@ -115,8 +116,10 @@ def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, 
 
 
 def _entries_like_save_pretrained(skeleton: torch.nn.Module, stored: dict[str, SafetensorsFile],
-                                  config: PretrainedConfig, dtype: str) -> list[TensorEntry]:
-    """What `save_pretrained` would write after loading these files: names, dtypes, shapes (in model order).
+                                  config: PretrainedConfig, dtype: str,
+                                  remote: dict) -> tuple[list[TensorEntry], torch.dtype]:
+    """What `save_pretrained` would write after loading these files (names, dtypes, shapes, in model order),
+    and the model's dtype.
 
     Raises NotStreamable where loading would change the tensors: names transformers renames, weights it
     would initialise, tied weights stored twice, mixed floating dtypes.
@@ -134,8 +137,17 @@ def _entries_like_save_pretrained(skeleton: torch.nn.Module, stored: dict[str, S
         raise NotStreamable(f"the checkpoint lacks {absent}, which transformers would initialise and save")
     kept = {name: file.tensors[name] for name, file in stored.items()}
     target = _target_dtype([t.dtype for t in kept.values()], config, dtype)
-    return [TensorEntry(n, target if kept[n].dtype.is_floating_point else kept[n].dtype, kept[n].shape)
-            for n in own_names if n in kept]
+    # transformers casts every loaded tensor to the dtype the model gives it (built in the target dtype;
+    # buffers a model creates with an explicit dtype keep it), so that is the dtype saved.
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        typed = AutoModelForCausalLM.from_config(config, dtype=target, **remote)
+    saved = typed.state_dict()
+    entries = [TensorEntry(n, saved[n].dtype, kept[n].shape) for n in own_names if n in kept]
+    if any(e.shape != tuple(saved[e.name].shape) for e in entries):
+        raise NotStreamable("a stored tensor's shape differs from the model's (transformers would reshape it)")
+    return entries, target
 
 
 def _tied_duplicates(model: torch.nn.Module) -> set[str]:
