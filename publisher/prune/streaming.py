@@ -62,16 +62,10 @@ def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, 
     try:
         config = AutoConfig.from_pretrained(source, **remote)
         tokenizer = AutoTokenizer.from_pretrained(source, **remote)
-        with torch.device("meta"):
-            skeleton = AutoModelForCausalLM.from_config(config, **remote)
     except (OSError, ValueError, KeyError) as exc:  # the load path reports these properly
         raise NotStreamable(f"config or tokenizer not readable on their own ({type(exc).__name__})") from None
     if any(key.startswith("AutoModel") for key in getattr(config, "auto_map", None) or {}):
         raise NotStreamable("save_pretrained copies the model's own code (auto_map) beside the weights")
-    if getattr(skeleton, "_keep_in_fp32_modules", None) or getattr(skeleton, "_keep_in_fp32_modules_strict", None):
-        raise NotStreamable(f"{type(skeleton).__name__} keeps some modules in float32")
-    layers = prunable_linears(skeleton)
-    check_request(skeleton, request, layers)
 
     with contextlib.ExitStack() as stack:
         try:
@@ -80,7 +74,20 @@ def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, 
         except (OSError, SafetensorsError) as exc:  # missing shard, LFS pointer, unknown dtype: the load path says
             raise NotStreamable(str(exc)) from None
         stored = {name: file for file in files for name in file.tensors}  # tensor name → its file
-        entries, target = _entries_like_save_pretrained(skeleton, stored, config, dtype, remote)
+        target = _target_dtype([file.tensors[name].dtype for name, file in stored.items()], config, dtype)
+        try:
+            # transformers casts every loaded tensor to the dtype the model gives it (built in the target
+            # dtype; buffers a model creates with an explicit dtype keep it): that is the dtype it saves.
+            with torch.device("meta"):
+                skeleton = AutoModelForCausalLM.from_config(config, dtype=target, **remote)
+        except (OSError, ValueError, KeyError) as exc:
+            raise NotStreamable(f"the model cannot be built from its config alone ({type(exc).__name__})") from None
+        if getattr(skeleton, "_keep_in_fp32_modules", None) or getattr(skeleton, "_keep_in_fp32_modules_strict",
+                                                                       None):
+            raise NotStreamable(f"{type(skeleton).__name__} keeps some modules in float32")
+        layers = prunable_linears(skeleton)
+        check_request(skeleton, request, layers)
+        entries = _entries_like_save_pretrained(skeleton, stored)
         shards = plan_shards(sorted(entries, key=lambda e: _save_order(e.name)), shard_size)
         prunable = {layer.weight_name for layer in layers}
         pruner = method.matrix_pruner(request)
@@ -115,16 +122,15 @@ def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, 
                          num_parameters=skeleton.num_parameters(), dtype=str(target).removeprefix("torch."))
 
 
-def _entries_like_save_pretrained(skeleton: torch.nn.Module, stored: dict[str, SafetensorsFile],
-                                  config: PretrainedConfig, dtype: str,
-                                  remote: dict) -> tuple[list[TensorEntry], torch.dtype]:
-    """What `save_pretrained` would write after loading these files (names, dtypes, shapes, in model order),
-    and the model's dtype.
+def _entries_like_save_pretrained(skeleton: torch.nn.Module, stored: dict[str, SafetensorsFile]) -> list[TensorEntry]:
+    """What `save_pretrained` would write after loading these files into `skeleton` (built in the target
+    dtype): names, dtypes, shapes, in model order.
 
     Raises NotStreamable where loading would change the tensors: names transformers renames, weights it
-    would initialise, tied weights stored twice, mixed floating dtypes.
+    would initialise, tied weights stored twice, shapes it would reshape.
     """
-    own_names = list(skeleton.state_dict())
+    saved = skeleton.state_dict()  # names and dtypes as the model has them
+    own_names = list(saved)
     foreign = next((n for n in stored if n not in set(own_names)), None)
     if foreign is not None:
         raise NotStreamable(f"checkpoint tensor {foreign} is renamed or converted when transformers loads it")
@@ -136,18 +142,10 @@ def _entries_like_save_pretrained(skeleton: torch.nn.Module, stored: dict[str, S
     if absent is not None:
         raise NotStreamable(f"the checkpoint lacks {absent}, which transformers would initialise and save")
     kept = {name: file.tensors[name] for name, file in stored.items()}
-    target = _target_dtype([t.dtype for t in kept.values()], config, dtype)
-    # transformers casts every loaded tensor to the dtype the model gives it (built in the target dtype;
-    # buffers a model creates with an explicit dtype keep it), so that is the dtype saved.
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        typed = AutoModelForCausalLM.from_config(config, dtype=target, **remote)
-    saved = typed.state_dict()
     entries = [TensorEntry(n, saved[n].dtype, kept[n].shape) for n in own_names if n in kept]
     if any(e.shape != tuple(saved[e.name].shape) for e in entries):
         raise NotStreamable("a stored tensor's shape differs from the model's (transformers would reshape it)")
-    return entries, target
+    return entries
 
 
 def _tied_duplicates(model: torch.nn.Module) -> set[str]:
