@@ -238,7 +238,7 @@ def prune_sequentially(
     layers: list[PrunableLinear],
     input_ids: torch.Tensor,
     *,
-    make_stats: Callable[[PrunableLinear], Stats],
+    stats_type: Callable[[int, torch.device], Stats],
     prune_layer: Callable[[PrunableLinear, Stats, torch.Tensor], None],
     done: Callable[[PrunableLinear], None],
     activation_budget_bytes: int = 1 << 30,
@@ -246,8 +246,13 @@ def prune_sequentially(
     """For each block: dense forward collecting stats of its linears, prune them, pruned forward → next block.
 
     Within a block every linear is scored on the block's dense activations (as both references do); the
-    block's pruned outputs feed the next block. Returns where the time went.
+    block's pruned outputs feed the next block. `stats_type(in_features, device)` makes a layer's stats
+    on the device its block runs on. Returns where the time went.
     """
+
+    def make_stats(layer: PrunableLinear) -> Stats:
+        return stats_type(layer.module.in_features, execution_device(layer.module))
+
     runner = BlockRunner(model, input_ids, activation_budget_bytes=activation_budget_bytes)
     by_block: dict[int, list[PrunableLinear]] = {}
     for layer in layers:

@@ -28,7 +28,6 @@ import torch
 
 from . import register
 from .masks import _one_cpu_thread, lowest_k_mask
-from .offload import execution_device
 from .scope import PrunableLinear
 from .sequential import prune_sequentially
 
@@ -137,15 +136,12 @@ def sparsegpt_prune_(weight: torch.Tensor, hessian: torch.Tensor | None = None, 
 def prune_sparsegpt(model, layers, request, done) -> dict:
     structure = request.nm
 
-    def make_stats(layer: PrunableLinear) -> Hessian:
-        return Hessian(layer.module.in_features, execution_device(layer.module))
-
     def prune_layer(layer: PrunableLinear, stats: Hessian, weight: torch.Tensor) -> None:
         sparsegpt_prune_(weight, sparsity=request.sparsity, n=structure.n, m=structure.m,
                          block_size=request.sparsegpt_block_size,
                          factor=stats.inverse_factor(request.sparsegpt_damp))
 
-    timings = prune_sequentially(model, layers, request.calibration, make_stats=make_stats,
+    timings = prune_sequentially(model, layers, request.calibration, stats_type=Hessian,
                                  prune_layer=prune_layer, done=done,
                                  activation_budget_bytes=request.activation_budget_bytes)
     return timings.as_dict()

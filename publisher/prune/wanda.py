@@ -23,7 +23,6 @@ import torch
 from . import register
 from .masks import zero_masked_
 from .nm import nm_mask, rows_per_chunk
-from .offload import execution_device
 from .scope import PrunableLinear
 from .sequential import prune_sequentially
 
@@ -54,9 +53,6 @@ class SquaredNorms:
 def prune_wanda(model, layers, request, done) -> dict:
     structure = request.nm
 
-    def make_stats(layer: PrunableLinear) -> SquaredNorms:
-        return SquaredNorms(layer.module.in_features, execution_device(layer.module))
-
     def prune_layer(layer: PrunableLinear, stats: SquaredNorms, weight: torch.Tensor) -> None:
         norms = stats.norms()
         if structure.unstructured:
@@ -64,7 +60,7 @@ def prune_wanda(model, layers, request, done) -> dict:
         else:
             wanda_nm_(weight, norms, structure.n, structure.m)
 
-    timings = prune_sequentially(model, layers, request.calibration, make_stats=make_stats,
+    timings = prune_sequentially(model, layers, request.calibration, stats_type=SquaredNorms,
                                  prune_layer=prune_layer, done=done,
                                  activation_budget_bytes=request.activation_budget_bytes)
     return timings.as_dict()
