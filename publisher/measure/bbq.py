@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..hashing import sha256_file
+from ..hub_data import dataset_commit, datasets_module
 from ..jsonl import read_jsonl
 from .chat import chat_token_ids
 from .errors import BbqDataError
@@ -303,15 +304,9 @@ def load_bbq(source: BbqSource, categories: str | Sequence[str] | None = None,
             files[c] = sha256_file(paths[c])
         label, hub = f"jsonl_dir:{folder}", False
     elif source.kind == "hub":
+        datasets = datasets_module(BbqDataError, "loading BBQ", "pass a folder of BBQ JSONL files with --bbq-path")
         try:
-            import datasets
-        except ImportError:
-            raise BbqDataError("loading BBQ from the Hub needs the `datasets` package (pip install "
-                               "'publish-pruned[data]'); or pass a folder of BBQ JSONL files with --bbq-path") from None
-        try:
-            from huggingface_hub import HfApi
-
-            revision = HfApi().dataset_info(source.name, revision=source.revision).sha
+            revision = dataset_commit(source.name, source.revision)
             available = datasets.get_dataset_split_names(source.name, revision=revision)
         except Exception as exc:  # network, auth, missing dataset
             raise BbqDataError(f"cannot reach BBQ on the Hub ({source.name}): {exc}; "

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ..hashing import sha256_file
+from ..hub_data import dataset_commit, datasets_module
 from ..jsonl import json_lines
 from ..placement import input_device
 from .chat import chat_token_ids, has_chat_template
@@ -144,15 +145,9 @@ def permutation(n: int, seed: int) -> np.ndarray:
 
 def _hub_rows(source: PplSource, seed: int) -> tuple[Iterable[dict[str, Any]], str | None]:
     """The Hub dataset in permutation order (loaded whole: a permutation needs every row). Online only."""
+    datasets = datasets_module(PerplexityDataError, "loading perplexity data", "pass a local JSONL with --ppl-data")
     try:
-        import datasets
-    except ImportError:
-        raise PerplexityDataError("loading perplexity data from the Hub needs the `datasets` package (pip install "
-                                  "'publish-pruned[data]'); or pass a local JSONL with --ppl-data") from None
-    try:
-        from huggingface_hub import HfApi
-
-        revision = HfApi().dataset_info(source.name, revision=source.revision).sha
+        revision = dataset_commit(source.name, source.revision)
         dataset = datasets.load_dataset(source.name, split=source.split, revision=revision)
     except Exception as exc:  # network, auth, missing dataset: the user must act
         raise PerplexityDataError(f"cannot load the perplexity dataset {source.name!r} ({source.split}) from the "

@@ -40,6 +40,7 @@ import torch
 
 from ..errors import SettingsError
 from ..hashing import sha256_file
+from ..hub_data import dataset_commit, datasets_module
 from ..jsonl import json_lines
 
 DEFAULT_DATASET = "allenai/c4"
@@ -185,15 +186,10 @@ def _is_local(source: str | Path) -> bool:
 
 def _stream_hub(name: str, config: str | None, revision: str | None, seed: int) -> tuple[Iterator[str], str | None]:
     """Texts of a Hub dataset's train split, streamed and shuffled (seeded); and its commit sha when known."""
+    datasets = datasets_module(CalibrationError, f"streaming calibration text ({name})",
+                               "pass a local .json/.jsonl/.json.gz file of {'text': ...} rows")
     try:
-        import datasets
-    except ImportError:
-        raise CalibrationError(f"calibration from {name} needs `datasets` (pip install publish-pruned[data]); "
-                               "or pass a local .json/.jsonl/.json.gz file of {'text': ...} rows") from None
-    try:
-        from huggingface_hub import HfApi
-
-        sha = HfApi().dataset_info(name, revision=revision).sha
+        sha = dataset_commit(name, revision)
     except Exception:  # offline, gated: the revision stays what was asked for
         sha = revision
     try:
