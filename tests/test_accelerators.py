@@ -64,3 +64,47 @@ def test_a_gpu_and_cpu_device_map_prunes_like_the_cpu(setup, tmp_path, method):
     for name, weight in cpu.items():
         same = ((weight == 0) == (mapped[name] == 0)).float().mean()
         assert same > (0.9999 if method == "magnitude" else 0.98), f"{name}: masks agree on {same:.2%}"
+
+
+@pytest.mark.parametrize("device", ACCELERATORS)
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+def test_an_accelerator_prunes_2_4_like_the_cpu(setup, tmp_path, device, method):
+    """N:M on the accelerator: the tool's own compliance check passes (else a non-zero exit) and masks agree."""
+    cpu = run(setup, tmp_path / "cpu", "--method", method, "--structure", "2:4")
+    accelerated = run(setup, tmp_path / device, "--method", method, "--structure", "2:4", "--device", device)
+    for name, weight in cpu.items():
+        same = ((weight == 0) == (accelerated[name] == 0)).float().mean()
+        assert same > (0.9999 if method == "magnitude" else 0.98), f"{name}: masks agree on {same:.2%}"
+
+
+@pytest.mark.parametrize("device", ACCELERATORS)
+def test_the_measure_stage_on_an_accelerator_matches_the_cpu(tmp_path, device):
+    """Perplexity and SRS of dense and pruned, on the accelerator: the same items, perplexity within 0.5 %."""
+    from fixtures.measure_models import FIXTURES, tiny_chat_model
+
+    from publisher.results import read_results
+
+    model, tokenizer = tiny_chat_model()
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    with open(tmp_path / "text.jsonl", "w") as f:
+        for i in range(12):
+            f.write(json.dumps({"text": " ".join(f"w{(i * 5 + j * 11) % 126}" for j in range(60))}) + "\n")
+    metrics = {}
+    for where in ("cpu", device):
+        out = tmp_path / where
+        result = CliRunner().invoke(main, [
+            "--model", str(tmp_path / "base"), "--sparsity", "0.5", "--dry-run", "-q", "--output-dir", str(out),
+            "--base-model-id", "test-org/tiny-chat", "--cache-dir", str(tmp_path / f"cache-{where}"),
+            "--skip-eval", "latency", "--ppl-data", str(tmp_path / "text.jsonl"), "--ppl-samples", "4",
+            "--ppl-seq-len", "48", "--bbq-path", str(FIXTURES / "bbq"), "--bbq-categories", "all",
+            "--bbq-limit", "3", "--device", where])
+        assert result.exit_code == 0, result.output
+        metrics[where] = read_results(out / "results.json").metrics
+    cpu, accelerated = metrics["cpu"], metrics[device]
+    for model_kind in ("dense", "pruned"):
+        a, b = cpu["perplexity"][model_kind], accelerated["perplexity"][model_kind]
+        assert a["token_hash"] == b["token_hash"]
+        assert abs(a["ppl"] - b["ppl"]) <= 0.005 * a["ppl"], (model_kind, a["ppl"], b["ppl"])
+        items = [c["items"] for c in cpu["srs"][model_kind]["per_category"]]
+        assert items == [c["items"] for c in accelerated["srs"][model_kind]["per_category"]]

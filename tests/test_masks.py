@@ -71,10 +71,14 @@ def matrices(dtype: torch.dtype) -> dict[str, torch.Tensor]:
     }
 
 
-@pytest.fixture(params=[1 << 20, 1000], ids=["one chunk", "many chunks"])
+@pytest.fixture(params=[1 << 20, 1000, "sort"], ids=["one chunk", "many chunks", "GPU sort path"])
 def chunk(request, monkeypatch):
-    """Run each case with the real histogram chunk and with tiny chunks (ties spread over many of them)."""
-    monkeypatch.setattr(masks, "_CHUNK", request.param)
+    """Each case with the real histogram chunk, with tiny chunks (ties spread over many of them), and with
+    the radix-sort selection that GPUs take (run here on the CPU: the same ops)."""
+    if request.param == "sort":
+        monkeypatch.setattr(masks, "_SORT_DEVICES", frozenset({"cpu"}))
+    else:
+        monkeypatch.setattr(masks, "_CHUNK", request.param)
     return request.param
 
 
@@ -209,9 +213,12 @@ def awkward(dtype: torch.dtype) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("chunk_size", [1 << 20, 1000, 3000])  # 3000: rows of 1024 plus a ragged tail
+@pytest.mark.parametrize("chunk_size", [1 << 20, 1000, 3000, "sort"])  # 3000: rows of 1024 + a ragged tail
 def test_zero_smallest_magnitude_16_bit_is_bit_exact_at_every_kind_of_threshold(dtype, chunk_size, monkeypatch):
-    monkeypatch.setattr(masks, "_CHUNK", chunk_size)
+    if chunk_size == "sort":
+        monkeypatch.setattr(masks, "_SORT_DEVICES", frozenset({"cpu"}))
+    else:
+        monkeypatch.setattr(masks, "_CHUNK", chunk_size)
     weight = awkward(dtype)
     n = weight.numel()
     for k in [1, 2, 500, 1499, 1500, 1501, n // 3, n // 2, 2 * n // 3, 7000, 8000, n - 1]:
@@ -241,7 +248,7 @@ def test_zeroed_entries_are_positive_zero_and_kept_negative_zeros_keep_their_sig
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("ties", ["exact", "threshold"])
-def test_with_nan_the_in_place_path_keeps_every_nan_bit_pattern(dtype, ties):
+def test_with_nan_the_in_place_path_keeps_every_nan_bit_pattern(dtype, ties, chunk):
     """hardshrink (as float) would rewrite a bf16 -NaN as +NaN: with any NaN the compare path runs instead."""
     torch.manual_seed(7)
     weight = torch.randn(4000).to(dtype)
@@ -259,7 +266,7 @@ def test_with_nan_the_in_place_path_keeps_every_nan_bit_pattern(dtype, ties):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("ties", ["exact", "threshold"])
 @pytest.mark.parametrize("zeros_before", [0, 10, 700])  # 700 > k: more zeros than the pruner must make
-def test_prune_smallest_magnitude_knows_the_zeros_it_leaves(dtype, ties, zeros_before):
+def test_prune_smallest_magnitude_knows_the_zeros_it_leaves(dtype, ties, zeros_before, chunk):
     from publisher.prune.masks import prune_smallest_magnitude_
 
     weight = (torch.randn(40, 25, generator=torch.Generator().manual_seed(zeros_before)) * 0.02).to(dtype)
