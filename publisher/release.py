@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 
 # What makes two runs produce the same published content (with the tool version).
 IDENTITY_KEYS = ("model", "revision", "method", "sparsity", "tie_policy", "seed", "dtype", "base_model_id",
-                 "shard_size")
+                 "shard_size", "structure")
+# Methods that read calibration data: what they read decides the weights too (with a local file's sha256).
+CALIBRATION_KEYS = ("calibration_dataset", "calibration_samples", "calibration_seq_len")
 _SETTINGS_FIELDS = {f.name for f in dataclasses.fields(RunSettings)} - {"model", "method", "sparsity"}
 _PUSH_KEYS = {"branch", "create_pr", "tag", "gated", "collection", "private", "force"}
 _TOP_KEYS = {"namespace", "suffix", "defaults", "push", "models", "methods", "sparsities"}
@@ -69,17 +71,21 @@ class Artifact:
         return RunSettings(model=self.model, method=self.method, sparsity=self.sparsity, **dict(self.settings_extra))
 
     def repo_id(self, namespace: str) -> str:
-        """Where it is published: `<namespace>/<base>-<method>-s<NN>[-<suffix>]`."""
-        if self.repo:
-            ns, name = self.repo.split("/")
-            return validate_repo_id(f"{ns}/{name}-{self.method}-s{round(self.sparsity * 100):02d}"
-                                    + (f"-{self.suffix}" if self.suffix else ""))
-        return validate_repo_id(self.settings().repo_name(namespace, self.suffix))
+        """Where it is published: `<namespace>/<base>-<method>-s<NN>[-<NofM>][-<suffix>]`."""
+        settings = self.settings()
+        if self.repo:  # the model's own repo id stands in for namespace and base name
+            return validate_repo_id(f"{self.repo}-{settings.variant_name(self.suffix)}")
+        return validate_repo_id(settings.repo_name(namespace, self.suffix))
 
     def identity(self) -> dict[str, Any]:
-        """The settings that decide the published content (see IDENTITY_KEYS)."""
-        data = self.settings().as_dict()
-        return {key: data[key] for key in IDENTITY_KEYS}
+        """The settings that decide the published content (IDENTITY_KEYS, and CALIBRATION_KEYS if it calibrates)."""
+        settings = self.settings()
+        data = settings.as_dict()
+        identity = {key: data[key] for key in IDENTITY_KEYS}
+        if settings.uses_calibration:
+            identity.update({key: data[key] for key in CALIBRATION_KEYS},
+                            calibration_file_sha256=settings.calibration_file_sha256())
+        return identity
 
 
 @dataclass
@@ -284,8 +290,8 @@ def published_commit(api: Any, repo_id: str, artifact: Artifact, tool_version: s
     data = remote.results or {}
     if not remote.card or not is_publish_pruned_card(remote.card) or not data:
         return None
-    settings = data.get("settings") or {}
-    if {k: settings.get(k) for k in IDENTITY_KEYS} != artifact.identity():
+    wanted = artifact.identity()
+    if _published_identity(data, wanted) != wanted:
         return None
     if (data.get("tool") or {}).get("version") != tool_version:
         return None
@@ -296,6 +302,14 @@ def published_commit(api: Any, repo_id: str, artifact: Artifact, tool_version: s
         if entry.lfs is not None and entry.lfs.sha256 != digest.get("sha256"):
             return None
     return head
+
+
+def _published_identity(results: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """The same keys as `Artifact.identity()`, read from a published results.json."""
+    settings = results.get("settings") or {}
+    calibration = (results.get("pruning") or {}).get("calibration") or {}
+    return {key: calibration.get("file_sha256") if key == "calibration_file_sha256" else settings.get(key)
+            for key in keys}
 
 
 def summary_lines(summary: ReleaseSummary) -> list[str]:

@@ -86,11 +86,23 @@ class RunSettings:
                 "dtype": self.dtype,
                 "shard_size": self.shard_size,
                 "structure": self.structure,
-                "calibration": [self.calibration_dataset, _file_digest(self.calibration_dataset),
+                "calibration": [self.calibration_dataset, self.calibration_file_sha256(),
                                 self.calibration_samples, self.calibration_seq_len]
-                if self.method in ("wanda", "sparsegpt") else None,
+                if self.uses_calibration else None,
             }
         )
+
+    @property
+    def uses_calibration(self) -> bool:
+        """Whether the method reads calibration data (the method registry says), so its settings shape the weights."""
+        from .prune import get_method  # late: prune imports torch
+
+        return get_method(self.method).needs_calibration
+
+    def calibration_file_sha256(self) -> str | None:
+        """sha256 of a local calibration file, so an edited file at the same path is not taken as the same run."""
+        path = self.calibration_dataset
+        return sha256_file(path) if path and Path(path).is_file() else None
 
     def base_name(self) -> str:
         """The base model's short name, as it appears in repo names."""
@@ -102,13 +114,15 @@ class RunSettings:
         return path.name if path.exists() else self.model.rstrip("/").split("/")[-1]
 
     def repo_name(self, namespace: str, suffix: str | None = None) -> str:
-        """Default repo id: `<namespace>/<base-name-lowercase>-<method>-s<NN>[-<suffix>]`."""
-        name = f"{self.base_name().lower()}-{self.method}-s{round(self.sparsity * 100):02d}"
+        """Default repo id: `<namespace>/<base-name-lowercase>-<method>-s<NN>[-<NofM>][-<suffix>]`."""
+        return f"{namespace}/{self.base_name().lower()}-{self.variant_name(suffix)}"
+
+    def variant_name(self, suffix: str | None = None) -> str:
+        """What a repo name adds to the base name: `<method>-s<NN>[-<NofM>][-<suffix>]`."""
+        name = f"{self.method}-s{round(self.sparsity * 100):02d}"
         if self.structure != "unstructured":  # 2:4 and unstructured runs must not share a repo
             name = f"{name}-{self.structure.replace(':', 'of')}"
-        if suffix:
-            name = f"{name}-{suffix}"
-        return f"{namespace}/{name}"
+        return f"{name}-{suffix}" if suffix else name
 
 
 def validate_repo_id(repo_id: str, what: str = "--repo-id") -> str:
@@ -126,11 +140,6 @@ def validate_repo_id(repo_id: str, what: str = "--repo-id") -> str:
             "'-', '_', '.'; no '--' or '..'; at most 96 characters each)"
         )
     return repo_id
-
-
-def _file_digest(path: str | None) -> str | None:
-    """sha256 of a local calibration file, so an edited file at the same path is not taken as the same run."""
-    return sha256_file(path) if path and Path(path).is_file() else None
 
 
 def stable_hash(obj: object) -> str:

@@ -11,9 +11,11 @@ from conftest import HUB_USER
 from test_hub_helpers import FAST, api_for, pruned_run
 
 from publisher.errors import PublishError, SettingsError
+from publisher.hashing import sha256_file
 from publisher.hub.publish import PushOptions, publish_run
 from publisher.release import (
     Artifact,
+    _published_identity,
     load_manifest,
     parse_manifest,
     published_commit,
@@ -114,6 +116,32 @@ def test_published_commit_recognises_identical_content_only(hub, tmp_path_factor
                          options=PushOptions(retry=FAST, verify_sparsity=False))
     assert published_commit(api, repo_id, artifact) == record.commit
     assert published_commit(api, repo_id, Artifact(settings["model"], "magnitude", 0.3)) is None
+    as_2_4 = Artifact(settings["model"], "magnitude", 0.5, (("base_model_id", "test-org/tiny"), ("structure", "2:4")))
+    assert published_commit(api, repo_id, as_2_4) is None  # another structure is another artifact
     assert published_commit(api, repo_id, artifact, tool_version="99.0") is None
     api.delete_file("model.safetensors", repo_id)  # incomplete on the Hub: publish again
     assert published_commit(api, repo_id, artifact) is None
+
+
+def test_identity_covers_structure_and_what_a_calibrated_method_read(tmp_path):
+    calib = tmp_path / "calib.jsonl"
+    calib.write_text('{"text": "w1 w2 w3"}\n')
+    extra = (("calibration_dataset", str(calib)), ("calibration_samples", 8))
+    wanda = Artifact("org/a", "wanda", 0.5, extra)
+    identity = wanda.identity()
+    assert identity["structure"] == "unstructured" and identity["calibration_samples"] == 8
+    assert identity["calibration_file_sha256"] == sha256_file(calib)
+    # what a run of it writes into results.json reads back as the same identity
+    calibration = {"file_sha256": sha256_file(calib)}
+    published = {"settings": wanda.settings().as_dict(), "pruning": {"calibration": calibration}}
+    assert _published_identity(published, identity) == identity
+    assert _published_identity({**published, "pruning": {}}, identity) != identity
+    calib.write_text('{"text": "w1 w2 w4"}\n')
+    assert wanda.identity() != identity  # an edited file at the same path is another artifact
+    assert "calibration_samples" not in Artifact("org/a", "magnitude", 0.5, extra).identity()  # reads none
+
+
+def test_an_explicit_repo_id_gets_the_structure_in_its_name_too():
+    artifact = Artifact("./m", "wanda", 0.5, (("structure", "2:4"),), "r1", "lab/My-Model")
+    assert artifact.repo_id("ignored") == "lab/My-Model-wanda-s50-2of4-r1"
+    assert Artifact("./m", "magnitude", 0.3, (), None, "lab/My-Model").repo_id("x") == "lab/My-Model-magnitude-s30"
