@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SettingsError
+from .hashing import sha256_file
 from .results import write_json_atomic
 from .settings import stable_hash
 
@@ -70,12 +71,33 @@ class EvalSettings:
             found["ppl_rows"] = f"{self.ppl_samples} x {self.ppl_seq_len} (protocol: 256 x 512)"
         return found
 
+    def key(self) -> dict[str, Any]:
+        """Every setting, in a form that hashes the same in every process (`skip` sorted, not a frozenset)."""
+        return {**asdict(self), "skip": sorted(self.skip)}
+
+    def input_digests(self) -> dict[str, Any]:
+        """sha256 of the local data files the measurements read, so an edited file is measured again.
+
+        Hub data (the defaults) is pinned by the commit each measurement records; a local path is not.
+        """
+        return {"ppl_data": _local_digest(self.ppl_data) if self.runs("ppl") else None,
+                "bbq_path": _local_digest(self.bbq_path) if self.runs("srs") else None}
+
     def model_key(self) -> dict[str, Any]:
         """The settings that decide one model's perplexity and SRS (not latency, which needs both)."""
         data = asdict(self)
         for name in ("skip", "latency_items", "latency_max_tokens", "latency_warmup"):
             data.pop(name)
         return data
+
+
+def _local_digest(path: str | None) -> str | dict[str, str] | None:
+    """A local file's sha256, or each file's in a local folder; None for a Hub id."""
+    if not path or not Path(path).exists():
+        return None
+    if Path(path).is_file():
+        return sha256_file(path)
+    return {f.name: sha256_file(f) for f in sorted(Path(path).iterdir()) if f.is_file()}
 
 
 @dataclass
@@ -185,7 +207,8 @@ def evaluate_run(*, dense_identity: str, settings: EvalSettings, run_dir: Path, 
         pruned_model, tokenizer = load_pruned()
         rows, bbq = prepare_inputs(tokenizer, settings)
         baseline_key = stable_hash({"model": dense_identity, "protocol": settings.model_key(),
-                                    "rows": rows.info.token_hash if rows is not None else None})
+                                    "rows": rows.info.token_hash if rows is not None else None,
+                                    "bbq": [bbq.source, bbq.files] if bbq is not None else None})
         baseline_file = cache_dir / "baselines" / f"{baseline_key}.json"
         pruned = measure_model(pruned_model, tokenizer, settings, ppl_rows=rows, bbq=bbq)
         del pruned_model

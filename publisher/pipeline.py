@@ -18,7 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import __version__
 from .card import CardSettings, write_card
+from .environment import tool_info
 from .errors import OutputDirError
 from .evaluation import EVAL_DIR, EvalSettings, evaluate_run
 from .model_io import (
@@ -125,7 +127,7 @@ def run_pipeline(settings: RunSettings, options: RunOptions) -> RunOutcome:
     metrics = _measure_stage(settings, options, folder, source, prune_state, skipped)
 
     results = Results(
-        tool=prune_state["tool"],
+        tool=tool_info(),  # what wrote these results and the card (the prune record keeps its own)
         settings={**settings.as_dict(), "repo_id": options.repo_id},
         source=SourceRecord(**prune_state["source"]),
         pruning=pruning,
@@ -148,19 +150,30 @@ def eval_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in (root / EVAL_DIR).glob("*.jsonl"))
 
 
+def _dense_identity(source: ResolvedSource, settings: RunSettings) -> str:
+    """What decides the dense model's figures besides the protocol: the exact base, its dtype, the kind of
+    device it runs on (CPU and GPU kernels differ in the last digits) and the tool's version."""
+    where = "device-map" if settings.device_map else settings.device.split(":")[0]
+    return f"{source.identity}|{settings.dtype}|{where}|{__version__}"
+
+
 def _measure_stage(settings: RunSettings, options: RunOptions, folder: RunFolder, source: ResolvedSource,
                    prune_state: dict, skipped: list[str]) -> dict | None:
     """Perplexity, SRS and latency, pruned vs dense; reused when nothing they depend on changed."""
-    if options.evaluation is None:
-        return None
-    key = stable_hash({"eval": dataclasses.asdict(options.evaluation), "files": prune_state["files"],
-                       "source": source.identity, "dtype": settings.dtype})
-    state = folder.record("measure")
-    if state and state.get("key") == key and all((folder.root / n).is_file() for n in state.get("files", [])):
-        skipped.append("measure")
-        options.on_stage("measure", "skipped")
-        return state["metrics"]
+    evaluation = options.evaluation
+    if evaluation is not None:
+        key = stable_hash({"eval": evaluation.key(), "inputs": evaluation.input_digests(),
+                           "files": prune_state["files"], "source": source.identity,
+                           "dense": _dense_identity(source, settings)})
+        state = folder.record("measure")
+        if state and state.get("key") == key and all((folder.root / n).is_file() for n in state.get("files", [])):
+            skipped.append("measure")
+            options.on_stage("measure", "skipped")
+            return state["metrics"]
     folder.forget("measure")
+    shutil.rmtree(folder.root / EVAL_DIR, ignore_errors=True)  # no reply file of another measurement is published
+    if evaluation is None:
+        return None
 
     def load_saved(path: Path):
         return load_checkpoint(path, settings, offload_dir=folder.offload)
@@ -170,10 +183,12 @@ def _measure_stage(settings: RunSettings, options: RunOptions, folder: RunFolder
         if source.gguf_file is None:
             return fetch_weights(source, settings, endpoint=options.endpoint, token=options.token)
         copy, done = folder.state / "dense", folder.state / "dense" / ".complete"
-        if not done.is_file():
+        made_from = f"{source.identity}|{settings.dtype}"  # the GGUF's content: it may change at the same path
+        if not done.is_file() or done.read_text() != made_from:
+            shutil.rmtree(copy, ignore_errors=True)
             model, tokenizer = load_model(source, source.local_path, settings, offload_dir=folder.offload)
             save_checkpoint(model, tokenizer, copy, shard_size=settings.shard_size)
-            done.touch()
+            done.write_text(made_from)
         return copy
 
     def load_dense():
@@ -182,7 +197,7 @@ def _measure_stage(settings: RunSettings, options: RunOptions, folder: RunFolder
         return load_saved(dense_folder())  # dequantizing the GGUF again would take longer than reading the copy
 
     try:
-        metrics = evaluate_run(dense_identity=f"{source.identity}|{settings.dtype}", settings=options.evaluation,
+        metrics = evaluate_run(dense_identity=_dense_identity(source, settings), settings=evaluation,
                                run_dir=folder.root, cache_dir=options.cache_dir, load_dense=load_dense,
                                load_pruned=lambda: load_saved(folder.root), dense_folder=dense_folder)
     finally:

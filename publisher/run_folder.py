@@ -22,8 +22,9 @@ CARD_FILE = "README.md"
 
 def run_identity(settings: RunSettings) -> str:
     """What makes two invocations the same run (and allowed to share an output folder)."""
-    keys = ("model", "revision", "method", "sparsity", "tie_policy", "seed", "dtype", "base_model_id", "structure",
-            "calibration_dataset", "calibration_samples", "calibration_seq_len")
+    keys = ("model", "revision", "method", "sparsity", "tie_policy", "seed", "dtype", "base_model_id", "structure")
+    if settings.uses_calibration:  # a method that reads no calibration data ignores its settings
+        keys += ("calibration_dataset", "calibration_samples", "calibration_seq_len")
     return stable_hash({k: getattr(settings, k) for k in keys})
 
 
