@@ -465,7 +465,8 @@ def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path:
     from huggingface_hub import HfApi
 
     from .hub.auth import resolve_token
-    from .hub.publish import check_write_access
+    from .hub.publish import check_write_access, finish_published
+    from .model_io import resolve_source
     from .pipeline import RunOptions
     from .release import load_manifest, published_commit, run_release, select_shard, summary_lines, write_summary
     from .runner import PLACEHOLDER_NAMESPACE, PublishTarget, run_and_publish
@@ -474,18 +475,24 @@ def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path:
         plan = load_manifest(manifest)
         todo = select_shard(plan.artifacts(), shard)
         push_options, private = plan.push_options()
-        api = HfApi(endpoint=hub_endpoint, token=resolve_token(token_file))
+        token = resolve_token(token_file)
+        api = HfApi(endpoint=hub_endpoint, token=token)
         namespace = plan.namespace or (None if dry_run else check_write_access(api))
     except (PublishPrunedError, KeyboardInterrupt, Exception) as exc:
         fail(exc, bool(ctx.obj["verbose"]))
     quiet_libraries()
 
     def published(artifact):
-        if dry_run or rebuild:
+        if dry_run or rebuild or push_options.create_pr:  # a pull request's fate is not ours to read
             return None
         repo_id = artifact.repo_id(namespace)
-        commit = published_commit(api, repo_id, artifact)
-        return (repo_id, commit) if commit else None
+        source = resolve_source(artifact.settings(), endpoint=hub_endpoint, token=token)
+        commit = published_commit(api, repo_id, artifact, base=source.revision or source.content_sha256,
+                                  revision=push_options.branch)
+        if commit is None:
+            return None
+        finish_published(api, repo_id, commit, push_options, private=private)  # this manifest's tag, gate, collection
+        return repo_id, commit
 
     def run_one(artifact):
         repo_id = artifact.repo_id(namespace or PLACEHOLDER_NAMESPACE)

@@ -272,18 +272,22 @@ def write_summary(path: Path, summary: ReleaseSummary) -> None:
     write_json_atomic(path, summary.to_json())
 
 
-def published_commit(api: Any, repo_id: str, artifact: Artifact, tool_version: str = __version__) -> str | None:
-    """The Hub commit of `repo_id` if it already holds this artifact, complete, made by this tool version.
+def published_commit(api: Any, repo_id: str, artifact: Artifact, tool_version: str = __version__, *,
+                     base: str | None = None, revision: str | None = None) -> str | None:
+    """The commit of `repo_id` (at branch `revision`, default main) if it holds this artifact, complete, made
+    by this tool version.
 
-    "Identical" means: a publish-pruned card; a results.json whose settings match `artifact.identity()` and
-    whose tool version is `tool_version`; and every checkpoint file it lists present with the same sha256/size.
+    "Identical" means: a publish-pruned card; a results.json whose settings match `artifact.identity()`, whose
+    base model was pinned to `base` (the Hub commit or local content sha256 `resolve_source` gives; given by
+    callers that can resolve it, since a model id or path says nothing of the bytes behind it) and whose tool
+    version is `tool_version`; and every checkpoint file it lists present with the same sha256/size.
     """
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     from .hub.remote import inspect_remote, is_publish_pruned_card
 
     try:
-        head = api.repo_info(repo_id).sha
+        head = api.repo_info(repo_id, revision=revision).sha
     except (RepositoryNotFoundError, RevisionNotFoundError):
         return None
     remote = inspect_remote(api, repo_id, head)
@@ -292,6 +296,9 @@ def published_commit(api: Any, repo_id: str, artifact: Artifact, tool_version: s
         return None
     wanted = artifact.identity()
     if _published_identity(data, wanted) != wanted:
+        return None
+    source = data.get("source") or {}
+    if base is not None and (source.get("revision") or source.get("content_sha256")) != base:
         return None
     if (data.get("tool") or {}).get("version") != tool_version:
         return None

@@ -68,3 +68,35 @@ def test_cli_push_options_card_sync_and_release(hub, tmp_path):
     assert [t.name for t in api.list_repo_refs(f"{HUB_USER}/tiny-random-s30").tags] == ["r1"]
     dry = CliRunner().invoke(main, ["release", str(manifest), "--dry-run", "--output-root", str(tmp_path / "d")])
     assert dry.exit_code == 0 and "release: 2 dry-run" in dry.stdout, dry.output
+
+
+def release(hub, tmp_path, grid, exit_code=0):
+    manifest = tmp_path / "release.yaml"
+    manifest.write_text(yaml.safe_dump(grid))
+    args = ["release", str(manifest), "--hub-endpoint", hub.url, "--output-root", str(tmp_path / "runs")]
+    result = CliRunner(env={"HF_TOKEN": HUB_WRITE_TOKEN}).invoke(main, args)
+    assert result.exit_code == exit_code, result.output
+    return result.stdout
+
+
+def test_release_skips_only_what_the_hub_holds_from_the_same_base_and_applies_this_manifests_push(hub, tmp_path):
+    model_dir = save_tiny_model("llama", tmp_path / "base", readme=README)
+    grid = {"models": [{"model": str(model_dir), "base_model_id": "test-org/tiny"}], "methods": ["magnitude"],
+            "sparsities": [0.5], "push": {"tag": "v1"}}
+    assert "release: 1 published" in release(hub, tmp_path, grid)
+    api, repo = HfApi(endpoint=hub.url, token=HUB_WRITE_TOKEN), f"{HUB_USER}/tiny-magnitude-s50"
+
+    grid["push"] = {"tag": "v2", "collection": "Tiny v2"}  # same weights, another release: tag and collect them
+    assert "release: 1 skipped" in release(hub, tmp_path, grid)
+    assert sorted(t.name for t in api.list_repo_refs(repo).tags) == ["v1", "v2"]
+    assert any(item.item_id == repo for c in api.list_collections(owner=HUB_USER) for item in
+               api.get_collection(c.slug).items)
+
+    grid["push"] = {"branch": "pruned/v3"}  # no such branch yet: publish there (main's files, so no new commit)
+    assert "release: 1 unchanged" in release(hub, tmp_path, grid)
+    assert "pruned/v3" in [b.name for b in api.list_repo_refs(repo).branches]
+    assert "release: 1 skipped" in release(hub, tmp_path, grid)  # and now the branch holds it
+
+    save_tiny_model("llama", model_dir, seed=1, readme=README)  # other weights at the same path: not the same
+    out = release(hub, tmp_path, grid, exit_code=3)  # artifact; the publish refuses another base checkpoint
+    assert "release: 1 failed" in out and "another checkpoint of the base model" in out

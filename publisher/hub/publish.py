@@ -172,6 +172,18 @@ def publish_run(api: HfApi, repo_id: str, folder: Path, files: dict[str, FileDig
     return record
 
 
+def finish_published(api: HfApi, repo_id: str, commit: str, opts: PushOptions, *, private: bool) -> PublishRecord:
+    """For a commit the Hub already holds (a release skipping an identical artifact): tag it, gate or hide the
+    repo and add it to the collection, as a publish would; each step is idempotent."""
+    record = PublishRecord(repo_id=repo_id, url=f"{api.endpoint}/{repo_id}", commit=commit, created_repo=False,
+                           changed=False, verified_files=0, revision=opts.branch)
+    try:
+        _finish(api, record, opts, private=private)
+    except HfHubHTTPError as exc:
+        raise PublishError(f"{repo_id} holds the artifact at {commit[:12]}, but {_reason(exc)}") from None
+    return record
+
+
 def _finish(api: HfApi, record: PublishRecord, opts: PushOptions, *, private: bool) -> None:
     """Tag, gate / hide and add to a collection; all idempotent and retried."""
     if opts.tag:
