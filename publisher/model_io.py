@@ -95,7 +95,9 @@ def _resolve_folder(path: Path, settings: RunSettings) -> ResolvedSource:
     if "config.json" not in names:
         raise ModelSourceError(f"{path} has no config.json; is it a transformers model folder?")
     _check_weight_files(names, str(path), settings.trust_pickled_weights)
-    hashed = [n for n in names if n.endswith((".safetensors", ".json", ".model", *PICKLE_SUFFIXES))]
+    # weights, configs and everything the tokenizer, chat template or model code is read from
+    hashed = [n for n in names if n.endswith((".safetensors", ".json", ".model", ".txt", ".jinja", ".tiktoken", ".py",
+                                              *PICKLE_SUFFIXES))]
     content = hashlib.sha256(
         json.dumps({n: sha256_file(path / n) for n in hashed}, sort_keys=True).encode()
     ).hexdigest()

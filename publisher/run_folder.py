@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -18,13 +19,16 @@ from .settings import RunSettings, stable_hash
 
 STATE_DIR = ".publish-pruned"
 CARD_FILE = "README.md"
+_CALIBRATION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunSettings)
+                         if f.name.startswith("calibration_")}
 
 
 def run_identity(settings: RunSettings) -> str:
     """What makes two invocations the same run (and allowed to share an output folder)."""
-    keys = ("model", "revision", "method", "sparsity", "tie_policy", "seed", "dtype", "base_model_id", "structure")
-    if settings.uses_calibration:  # a method that reads no calibration data ignores its settings
-        keys += ("calibration_dataset", "calibration_samples", "calibration_seq_len")
+    keys = ("model", "revision", "method", "sparsity", "tie_policy", "seed", "dtype", "base_model_id", "structure",
+            "calibration_dataset", "calibration_samples", "calibration_seq_len")
+    if not settings.uses_calibration:  # ignored by the method: the defaults stand in (folders of old runs match)
+        settings = dataclasses.replace(settings, **_CALIBRATION_DEFAULTS)
     return stable_hash({k: getattr(settings, k) for k in keys})
 
 

@@ -90,3 +90,18 @@ def test_the_measure_settings_hash_the_same_in_every_process():
     keys = {subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONHASHSEED=seed),
                            capture_output=True, text=True, check=True).stdout.strip() for seed in "012345"}
     assert len(keys) == 1
+
+
+def test_a_local_base_is_pinned_by_everything_its_tokenizer_template_and_code_are_read_from(tmp_path):
+    from tiny_models import save_tiny_model
+
+    from publisher.model_io import resolve_source
+    from publisher.settings import RunSettings
+
+    folder = save_tiny_model("llama", tmp_path / "base")
+    settings = RunSettings(model=str(folder), sparsity=0.5)
+    pins = [resolve_source(settings).content_sha256]
+    for name, text in (("chat_template.jinja", "{{ messages }}"), ("merges.txt", "a b"), ("modeling_x.py", "x = 1")):
+        (folder / name).write_text(text)
+        pins.append(resolve_source(settings).content_sha256)
+    assert len(set(pins)) == 4
