@@ -127,6 +127,8 @@ def report(outcome, as_json: bool) -> None:
               "en, streamed] or a local .json/.jsonl/.json.gz of {\"text\": ...} rows.")
 @click.option("--calibration-samples", type=int, default=128, help="Calibration sequences.")
 @click.option("--calibration-seq-len", type=int, default=2048, help="Tokens per calibration sequence.")
+@click.option("--calibration-revision", help="Branch, tag or commit of a Hub calibration dataset (default: main, "
+              "pinned to its commit in the results).")
 @click.option("--seed", type=int, default=42, help="Seed of random masks and of calibration sampling.")
 @click.option("--revision", help="Branch, tag or commit of a Hub base model (default: main, pinned to its commit).")
 @click.option("--base-model-id", help="Hub id of a local/GGUF base model, for the card's base_model and repo name.")
@@ -186,6 +188,7 @@ def run_main(opts: dict) -> None:
         trust_pickled_weights=opts["trust_pickled_weights"], shard_size=opts["shard_size"],
         structure=opts["structure"], calibration_dataset=opts["calibration_dataset"],
         calibration_samples=opts["calibration_samples"], calibration_seq_len=opts["calibration_seq_len"],
+        calibration_revision=opts["calibration_revision"],
     )
     options = RunOptions(
         evaluation=eval_settings(opts), cache_dir=opts["cache_dir"] or DEFAULT_CACHE_DIR,

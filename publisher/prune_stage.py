@@ -131,7 +131,7 @@ def _prune_loaded(settings: RunSettings, options: _Fetch, source: ResolvedSource
     if get_method(settings.method).needs_calibration:
         calibration = load_calibration(tokenizer, CalibrationSpec(
             settings.calibration_dataset, samples=settings.calibration_samples,
-            seq_len=settings.calibration_seq_len, seed=settings.seed))
+            seq_len=settings.calibration_seq_len, seed=settings.seed, revision=settings.calibration_revision))
     pruning = prune_model(model, _request(settings, calibration), progress=options.progress)
     pruning.calibration = dataclasses.asdict(calibration.record) if calibration else None
     names = save_checkpoint(model, tokenizer, folder.staging, shard_size=settings.shard_size)

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 IDENTITY_KEYS = ("model", "revision", "method", "sparsity", "tie_policy", "seed", "dtype", "base_model_id",
                  "shard_size", "structure")
 # Methods that read calibration data: what they read decides the weights too (with a local file's sha256).
-CALIBRATION_KEYS = ("calibration_dataset", "calibration_samples", "calibration_seq_len")
+CALIBRATION_KEYS = ("calibration_dataset", "calibration_samples", "calibration_seq_len", "calibration_revision")
 _SETTINGS_FIELDS = {f.name for f in dataclasses.fields(RunSettings)} - {"model", "method", "sparsity"}
 _PUSH_KEYS = {"branch", "create_pr", "tag", "gated", "collection", "private", "force"}
 _TOP_KEYS = {"namespace", "suffix", "defaults", "push", "models", "methods", "sparsities"}

@@ -29,7 +29,10 @@ def run_identity(settings: RunSettings) -> str:
             "calibration_dataset", "calibration_samples", "calibration_seq_len")
     if not settings.uses_calibration:  # ignored by the method: the defaults stand in (folders of old runs match)
         settings = dataclasses.replace(settings, **_CALIBRATION_DEFAULTS)
-    return stable_hash({k: getattr(settings, k) for k in keys})
+    identity = {k: getattr(settings, k) for k in keys}
+    if settings.calibration_revision is not None:  # absent when unset: folders of older runs still match
+        identity["calibration_revision"] = settings.calibration_revision
+    return stable_hash(identity)
 
 
 class RunFolder:

@@ -49,6 +49,7 @@ class RunSettings:
     calibration_dataset: str | None = None  # None: allenai/c4 (en); or a local .json/.jsonl/.json.gz file
     calibration_samples: int = 128
     calibration_seq_len: int = 2048
+    calibration_revision: str | None = None  # a Hub dataset's branch, tag or commit [default: main, pinned]
 
     def __post_init__(self) -> None:
         if not (0.0 < self.sparsity < 1.0):
@@ -68,6 +69,8 @@ class RunSettings:
                         model=self.model)
         if self.calibration_samples < 0 or self.calibration_seq_len < 1:
             raise SettingsError("--calibration-samples must be ≥ 0 and --calibration-seq-len ≥ 1")
+        if self.calibration_revision is not None and self.calibration_file_sha256() is not None:
+            raise SettingsError("--calibration-revision pins a Hub dataset; a local calibration file has none")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -87,7 +90,8 @@ class RunSettings:
                 "shard_size": self.shard_size,
                 "structure": self.structure,
                 "calibration": [self.calibration_dataset, self.calibration_file_sha256(),
-                                self.calibration_samples, self.calibration_seq_len]
+                                self.calibration_samples, self.calibration_seq_len,
+                                *([self.calibration_revision] if self.calibration_revision else [])]
                 if self.uses_calibration else None,
             }
         )

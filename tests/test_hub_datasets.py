@@ -113,6 +113,24 @@ def _child_calibration(samples: int, seq_len: int, seed: int, runs: list[list[An
     return results
 
 
+def _child_wanda_run(model_dir: str, out_dirs: list[str], revisions: list[str | None]) -> list[dict[str, Any]]:
+    """The whole CLI (`--method wanda`, C4 by default) at each `--calibration-revision`: the recorded calibration."""
+    from click.testing import CliRunner
+
+    from publisher.cli import main
+    from publisher.results import read_results
+
+    found = []
+    for out, revision in zip(out_dirs, revisions, strict=True):
+        args = ["--model", model_dir, "--sparsity", "0.5", "--method", "wanda", "--dry-run", "-q",
+                "--skip-eval", "ppl,srs,latency", "--output-dir", out, "--base-model-id", "test-org/tiny",
+                "--calibration-samples", "4", "--calibration-seq-len", "24"]
+        result = CliRunner().invoke(main, args + (["--calibration-revision", revision] if revision else []))
+        assert result.exit_code == 0, result.output
+        found.append(read_results(Path(out) / "results.json").pruning.calibration)
+    return found
+
+
 def _child_bbq(categories: Any, conditions: list[str], revisions: list[str | None]) -> list[dict[str, Any]]:
     """`load_bbq` from Elfsong/BBQ at each revision (None: main), with the split names `datasets` sees."""
     from dataclasses import asdict
@@ -245,6 +263,20 @@ def test_calibration_streams_c4_en_train_from_the_hub_at_the_recorded_commit(dat
                    if r.method == "GET" and f"/datasets/allenai/c4/resolve/{sha}/" in r.path and r.status == 206}
         assert {"en/c4-train.00000-of-01024.json.gz", "en/c4-train.00001-of-01024.json.gz"} <= fetched
         assert not any("validation" in path or "noblocklist" in path for path in fetched)
+
+
+def test_a_wanda_run_calibrates_at_the_pinned_dataset_revision(dataset_hub, tmp_path):
+    from tiny_models import save_tiny_model
+
+    old = publish_dataset(dataset_hub, "allenai/c4", _c4_folder(tmp_path / "c4-v1", 0))
+    new = publish_dataset(dataset_hub, "allenai/c4", _c4_folder(tmp_path / "c4-v2", 100), "Replace the shards")
+    model = save_tiny_model("llama", tmp_path / "base")
+    outs = [str(tmp_path / name) for name in ("latest", "pinned", "by-branch")]
+    latest, pinned, by_branch = run_loader(dataset_hub, tmp_path, "wanda_run", model_dir=str(model), out_dirs=outs,
+                                           revisions=[None, old, "main"])
+    assert latest["revision"] == new and pinned["revision"] == old and by_branch["revision"] == new
+    assert latest["token_sha256"] != pinned["token_sha256"]
+    assert by_branch["token_sha256"] == latest["token_sha256"]
 
 
 # ---------------------------------------------------------------- BBQ

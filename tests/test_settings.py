@@ -47,3 +47,19 @@ def test_structure_is_part_of_the_repo_name_and_calibration_file_edits_change_th
     before = settings.prune_key("x")
     calib.write_text('{"text": "b"}\n')
     assert settings.prune_key("x") != before
+
+
+def test_a_calibration_revision_is_part_of_a_calibrated_run_and_refused_for_a_local_file(tmp_path):
+    from publisher.run_folder import run_identity
+
+    wanda = RunSettings(model="org/m", sparsity=0.5, method="wanda")
+    pinned = RunSettings(model="org/m", sparsity=0.5, method="wanda", calibration_revision="abc123")
+    assert wanda.prune_key("src") != pinned.prune_key("src") and run_identity(wanda) != run_identity(pinned)
+    magnitude = RunSettings(model="org/m", sparsity=0.5)
+    ignored = RunSettings(model="org/m", sparsity=0.5, calibration_revision="abc123", calibration_samples=9)
+    assert magnitude.prune_key("src") == ignored.prune_key("src") and run_identity(magnitude) == run_identity(ignored)
+    local = tmp_path / "calib.jsonl"
+    local.write_text('{"text": "w1"}\n')
+    with pytest.raises(SettingsError, match="local calibration file"):
+        RunSettings(model="org/m", sparsity=0.5, method="wanda", calibration_dataset=str(local),
+                    calibration_revision="main")
