@@ -112,6 +112,15 @@ def test_persistent_failure_leaves_nothing_behind(hub, tmp_path):
     assert len(lfs_puts(hub)) == 2 and record.changed
 
 
+def test_a_failure_between_creating_the_repo_and_committing_leaves_no_empty_repo(hub, tmp_path):
+    files = make_run(tmp_path / "run")
+    hub.faults.add(r"/tree/", kind="status", status=403, times=3)  # listing the new repo's files
+    with pytest.raises(PublishError, match="cannot prepare .*403"):
+        push(hub, tmp_path / "run", files)
+    assert any(r.path.endswith("/api/repos/create") for r in hub.requests)  # it had been created
+    assert not api_for(hub).repo_exists(REPO)
+
+
 ABORTED_PUSH = """
 import json, sys
 from pathlib import Path

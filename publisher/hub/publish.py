@@ -26,8 +26,10 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,45 +117,46 @@ def publish_run(api: HfApi, repo_id: str, folder: Path, files: dict[str, FileDig
     if opts.gated is not None and opts.gated not in GATED_MODES:
         raise PublishError(f"gated must be one of {', '.join(GATED_MODES)}, got {opts.gated!r}")
     policy = opts.retry
-    try:
+    with _preparing(repo_id):
         existed = with_retries(lambda: api.repo_exists(repo_id), what="looking up the repo", policy=policy)
-        url = str(with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True),
-                               what="creating the repo", policy=policy))
-        if opts.branch != DEFAULT_BRANCH and not with_retries(
-                lambda: api.revision_exists(repo_id, opts.branch), what="looking up the branch", policy=policy):
-            with_retries(lambda: api.create_branch(repo_id, branch=opts.branch, exist_ok=True),
-                         what="creating the branch", policy=policy)
-        head_before = with_retries(lambda: api.repo_info(repo_id, revision=opts.branch).sha,
-                                   what="reading the head commit", policy=policy)
-        remote = inspect_remote(api, repo_id, head_before, policy)
-    except HfHubHTTPError as exc:
-        raise PublishError(f"cannot prepare {repo_id}: {_reason(exc)}") from None
-    except Exception as exc:
-        if is_transient(exc):
-            raise PublishError(f"cannot reach the Hub to prepare {repo_id} ({describe(exc)})") from None
-        raise
-    check_ownership(remote, results, force=opts.force)
+    head_before: str | None = None
+    try:  # from here until the commit lands, any failure (Ctrl-C included) removes a repo this push created
+        with _preparing(repo_id):
+            url = str(with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True),
+                                   what="creating the repo", policy=policy))
+            if opts.branch != DEFAULT_BRANCH and not with_retries(
+                    lambda: api.revision_exists(repo_id, opts.branch), what="looking up the branch", policy=policy):
+                with_retries(lambda: api.create_branch(repo_id, branch=opts.branch, exist_ok=True),
+                             what="creating the branch", policy=policy)
+            head_before = with_retries(lambda: api.repo_info(repo_id, revision=opts.branch).sha,
+                                       what="reading the head commit", policy=policy)
+            remote = inspect_remote(api, repo_id, head_before, policy)
+        check_ownership(remote, results, force=opts.force)
 
-    changed_paths = sorted(differences(remote.files, folder, files))
-    stale = stale_paths(remote, files)
-    record = PublishRecord(repo_id=repo_id, url=url, commit=head_before, created_repo=not existed, changed=False,
-                           verified_files=0, revision=opts.branch, committed=changed_paths, deleted=stale)
-    if changed_paths or stale:
-        full_description = describe_commit(description, changed_paths, stale, files)
-        try:
-            if opts.create_pr:
-                record.commit, record.revision, record.pr_url, record.changed = _propose(
-                    api, repo_id, folder, files, changed_paths, stale, message, full_description, opts, head_before)
-            else:
-                record.commit = _commit(api, repo_id, folder, files, changed_paths, stale, message, full_description,
-                                        opts, head_before)
-                record.changed = record.commit != head_before
-        except BaseException as exc:  # Ctrl-C included: no commit happened; leave no empty repo behind
-            if not existed:
-                _delete_if_untouched(api, repo_id, head_before)
-            if isinstance(exc, PublishError) or not isinstance(exc, Exception):
-                raise
-            raise PublishError(f"upload to {repo_id} failed, nothing was committed: {_reason(exc)}") from None
+        changed_paths = sorted(differences(remote.files, folder, files))
+        stale = stale_paths(remote, files)
+        record = PublishRecord(repo_id=repo_id, url=url, commit=head_before, created_repo=not existed,
+                               changed=False, verified_files=0, revision=opts.branch, committed=changed_paths,
+                               deleted=stale)
+        if changed_paths or stale:
+            full_description = describe_commit(description, changed_paths, stale, files)
+            try:
+                if opts.create_pr:
+                    record.commit, record.revision, record.pr_url, record.changed = _propose(
+                        api, repo_id, folder, files, changed_paths, stale, message, full_description, opts,
+                        head_before)
+                else:
+                    record.commit = _commit(api, repo_id, folder, files, changed_paths, stale, message,
+                                            full_description, opts, head_before)
+                    record.changed = record.commit != head_before
+            except Exception as exc:
+                if isinstance(exc, PublishError):
+                    raise
+                raise PublishError(f"upload to {repo_id} failed, nothing was committed: {_reason(exc)}") from None
+    except BaseException:
+        if not existed:
+            _delete_if_untouched(api, repo_id, head_before)
+        raise
     if not record.changed:
         record.committed, record.deleted = [], []
     try:
@@ -294,10 +297,29 @@ def _propose(api: HfApi, repo_id: str, folder: Path, files: dict[str, FileDigest
                            "Re-run to propose on top of it") from None
 
 
-def _delete_if_untouched(api: HfApi, repo_id: str, head_before: str) -> None:
-    """Delete a repo this push created, unless someone committed to it meanwhile (a concurrent push)."""
+@contextlib.contextmanager
+def _preparing(repo_id: str) -> Iterator[None]:
+    """Hub errors while looking up or creating the repo, as one-line PublishErrors."""
     try:
-        if api.repo_info(repo_id).sha != head_before:
+        yield
+    except HfHubHTTPError as exc:
+        raise PublishError(f"cannot prepare {repo_id}: {_reason(exc)}") from None
+    except Exception as exc:
+        if is_transient(exc):
+            raise PublishError(f"cannot reach the Hub to prepare {repo_id} ({describe(exc)})") from None
+        raise
+
+
+def _delete_if_untouched(api: HfApi, repo_id: str, head_before: str | None) -> None:
+    """Delete a repo this push created, unless someone committed to it meanwhile (a concurrent push).
+
+    `head_before` None: interrupted before the head was read, so only a repo with its first commit alone goes.
+    """
+    try:
+        if head_before is None:
+            if not api.repo_exists(repo_id) or len(api.list_repo_commits(repo_id)) > 1:
+                return
+        elif api.repo_info(repo_id).sha != head_before:
             return
         api.delete_repo(repo_id, missing_ok=True)
     except Exception as exc:  # the original failure matters more; say what was left behind
