@@ -166,7 +166,8 @@ def _measure_stage(settings: RunSettings, options: RunOptions, folder: RunFolder
                            "files": prune_state["files"], "source": source.identity,
                            "dense": _dense_identity(source, settings)})
         state = folder.record("measure")
-        if state and state.get("key") == key and all((folder.root / n).is_file() for n in state.get("files", [])):
+        if state and state.get("key") == key and isinstance(state.get("files"), dict) \
+                and folder.files_intact(state["files"]):  # the reply files, byte for byte
             skipped.append("measure")
             options.on_stage("measure", "skipped")
             return state["metrics"]
@@ -202,6 +203,7 @@ def _measure_stage(settings: RunSettings, options: RunOptions, folder: RunFolder
                                load_pruned=lambda: load_saved(folder.root), dense_folder=dense_folder)
     finally:
         shutil.rmtree(folder.offload, ignore_errors=True)
-    folder.write_record("measure", {"key": key, "metrics": metrics, "files": eval_files(folder.root)})
+    files = {n: dataclasses.asdict(d) for n, d in digest_files(folder.root, eval_files(folder.root)).items()}
+    folder.write_record("measure", {"key": key, "metrics": metrics, "files": files})
     options.on_stage("measure", "done")
     return metrics

@@ -74,7 +74,17 @@ def test_a_rerun_that_skips_srs_publishes_no_reply_files_of_the_earlier_run(setu
     run(setup, out, "0.5", "--skip-eval", "srs,latency")
     assert "srs" not in read_results(out / "results.json").metrics
     assert not list((out / "eval").glob("srs_replies_*.jsonl"))
-    assert json.loads((out / ".publish-pruned" / "measure.json").read_text())["files"] == []
+    assert json.loads((out / ".publish-pruned" / "measure.json").read_text())["files"] == {}
+
+
+def test_a_damaged_reply_file_is_measured_again_not_published(setup):
+    out = setup / "run"
+    run(setup, out)
+    replies = out / "eval" / "srs_replies_pruned.jsonl"
+    whole = replies.read_bytes()
+    replies.write_bytes(whole[:100])  # cut off, as by a full disk
+    assert "measure" not in run(setup, out)["skipped_stages"]
+    assert replies.read_bytes() == whole
 
 
 def test_a_magnitude_run_folder_ignores_calibration_settings(setup):
