@@ -11,6 +11,7 @@ Examples:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import re
@@ -21,7 +22,7 @@ from pathlib import Path
 import click
 
 from .cli_measure import eval_options, eval_settings, placement_options, register_measure_commands
-from .errors import Interrupted, PublishPrunedError, SettingsError
+from .errors import DiskFullError, Interrupted, PublishPrunedError, SettingsError
 from .settings import DTYPES, TIE_POLICIES, RunSettings, validate_repo_id
 
 TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9_]{6,}")
@@ -35,6 +36,10 @@ def redact(text: str) -> str:
 def fail(exc: BaseException, verbose: bool) -> None:
     if isinstance(exc, KeyboardInterrupt):
         exc = Interrupted("interrupted: the output folder is resumable; re-run the same command to continue")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        exc = DiskFullError(f"no space left on the device{where}; free some and re-run the same command "
+                            "(finished stages are kept)")
     if isinstance(exc, PublishPrunedError):
         click.echo(redact(f"error: {exc}"), err=True)
         sys.exit(exc.exit_code)
@@ -167,9 +172,9 @@ def main(ctx: click.Context, **opts) -> None:
         ctx.exit(0 if not opts["model"] and opts["sparsity"] is None else 2)
     logging.basicConfig(level=logging.DEBUG if opts["verbose"] > 1 else logging.INFO if opts["verbose"] else
                         logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if opts["quiet"] or opts["as_json"]:
-        quiet_libraries()
     try:
+        if opts["quiet"] or opts["as_json"]:
+            quiet_libraries()
         run_main(opts)
     except (PublishPrunedError, KeyboardInterrupt, Exception) as exc:
         fail(exc, bool(opts["verbose"]))

@@ -43,6 +43,12 @@ class CardError(PublishPrunedError):
     """The card cannot be rendered or fails its lint."""
 
 
+class DiskFullError(PublishPrunedError):
+    """No space left (or over quota) while writing; finished stages are kept, so a re-run continues."""
+
+    exit_code = 3
+
+
 class Interrupted(PublishPrunedError):
     """The user pressed Ctrl-C; the output folder was left resumable."""
 

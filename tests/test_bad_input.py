@@ -108,3 +108,27 @@ def test_ctrl_c_during_pruning_leaves_nothing_looking_complete(tmp_path, model_d
     resumed = invoke("--model", str(model_dir), "--sparsity", "0.5", "--dry-run", "-q", "--output-dir", str(out))
     assert resumed.exit_code == 0, resumed.output
     assert (out / "model.safetensors").exists() and (out / "README.md").exists()
+
+
+def test_a_full_disk_is_one_line_naming_the_file(capsys):
+    import errno
+
+    from publisher.cli import fail
+
+    with pytest.raises(SystemExit) as exit_info:
+        fail(OSError(errno.ENOSPC, "No space left on device", "runs/x/model.safetensors"), verbose=False)
+    assert exit_info.value.code == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no space left" in err and "runs/x/model.safetensors" in err
+
+
+def test_ctrl_c_while_the_libraries_load_is_one_line():
+    import subprocess
+    import sys
+
+    code = ("import builtins\nreal = builtins.__import__\n"
+            "def interrupted(name, *args, **kwargs):\n"
+            "    if name == 'cli':\n        raise KeyboardInterrupt\n    return real(name, *args, **kwargs)\n"
+            "builtins.__import__ = interrupted\nfrom publisher.console import run\nrun()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 130 and done.stderr == "error: interrupted while starting; nothing was done\n"
