@@ -115,7 +115,8 @@ def load_run(folder: Path) -> RunOutcome:
     if changed:
         raise OutputDirError(f"{folder}/{changed[0]} no longer matches the sha256 recorded in {RESULTS_FILE}")
     files = dict(current)
-    plots = sorted(str(p.relative_to(folder)) for p in (folder / PLOTS_DIR).glob("*.png"))
+    card = card_path.read_text()  # the card's own plots only, not whatever else lies in plots/
+    plots = sorted(name for p in (folder / PLOTS_DIR).glob("*.png") if (name := str(p.relative_to(folder))) in card)
     files.update(digest_files(folder, [RESULTS_FILE, CARD_FILE, *plots, *eval_files(folder)]))
     return RunOutcome(folder, card_path, results, files, skipped=["prune", "sparsity", "card"], warnings=[])
 

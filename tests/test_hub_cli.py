@@ -100,3 +100,19 @@ def test_release_skips_only_what_the_hub_holds_from_the_same_base_and_applies_th
     save_tiny_model("llama", model_dir, seed=1, readme=README)  # other weights at the same path: not the same
     out = release(hub, tmp_path, grid, exit_code=3)  # artifact; the publish refuses another base checkpoint
     assert "release: 1 failed" in out and "another checkpoint of the base model" in out
+
+
+def test_push_publishes_the_cards_own_plots_not_leftovers(hub, tmp_path):
+    model_dir = save_tiny_model("llama", tmp_path / "base", readme=README)
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["--model", str(model_dir), "--sparsity", "0.5", "--dry-run", "-q",
+                                  "--output-dir", str(out), "--base-model-id", "test-org/tiny"])
+    assert r.exit_code == 0, r.output
+    drawn = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert drawn and not list(out.glob("**/.*.tmp"))  # written through temp files, none left
+    (out / "plots" / "old_leftover.png").write_bytes(b"\x89PNG not ours")
+    pushed = CliRunner(env={"HF_TOKEN": HUB_WRITE_TOKEN}).invoke(main, ["push", str(out), "--hub-endpoint", hub.url,
+                                                                        "--repo-id", f"{HUB_USER}/tiny-plots"])
+    assert pushed.exit_code == 0, pushed.output
+    files = HfApi(endpoint=hub.url, token=HUB_WRITE_TOKEN).list_repo_files(f"{HUB_USER}/tiny-plots")
+    assert sorted(f.split("/")[1] for f in files if f.startswith("plots/")) == drawn

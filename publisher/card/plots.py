@@ -9,6 +9,7 @@ an unchanged run commits nothing).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..results import Results
@@ -28,8 +29,14 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> None:
+    """Draw to a temp file, then rename: a cut-off write never leaves a half PNG to be published."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def layer_sparsity_plot(results: Results, path: Path) -> None:

@@ -11,6 +11,7 @@ the same bytes.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +109,12 @@ def write_card(results: Results, card: CardSettings, folder: Path, template_dir:
     plots = write_plots(results, folder)
     text, warnings = render_card(results, card, template_dir, plots=plots)
     card_path = card_file or folder / "README.md"
-    card_path.write_text(text)
+    tmp = card_path.with_name(f".{card_path.name}.tmp")
+    try:  # written whole or not at all: `push` publishes this file
+        tmp.write_text(text)
+        os.replace(tmp, card_path)
+    finally:
+        tmp.unlink(missing_ok=True)
     write_preview(card_path)
     return card_path, plots, warnings
 
