@@ -28,9 +28,31 @@ from .settings import DTYPES, TIE_POLICIES, RunSettings, validate_repo_id
 TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9_]{6,}")
 
 
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")  # user:secret@ in http://user:secret@host
+
+
 def redact(text: str) -> str:
-    """Belt and braces: no token-looking string ever reaches the terminal."""
-    return TOKEN_PATTERN.sub("hf_***", text)
+    """Belt and braces: no token-looking string or URL credential ever reaches the terminal or a record."""
+    return _URL_CREDENTIALS.sub("***@", TOKEN_PATTERN.sub("hf_***", text))
+
+
+_ENDPOINT = re.compile(r"https?://[^/\s:@]+(:\d{1,5})?(/\S*)?")
+
+
+def _checked_endpoint(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not _ENDPOINT.fullmatch(value):
+        fail(SettingsError(f"--hub-endpoint must be an http(s) URL such as https://huggingface.co, got {value!r}"),
+             False)
+    return value
+
+
+hub_endpoint_option = click.option("--hub-endpoint", envvar="HF_ENDPOINT", callback=_checked_endpoint,
+                                   help="Hub URL [default: https://huggingface.co].")
+
+
+def recorded_command() -> str:
+    """This invocation as typed, for results.json and the card: tokens and URL credentials removed."""
+    return redact(" ".join(shlex.quote(a) for a in ["publish-pruned", *sys.argv[1:]]))
 
 
 def fail(exc: BaseException, verbose: bool) -> None:
@@ -76,7 +98,7 @@ def hub_options(fn):
                      help="local: start the bundled Hub emulator and publish there (a rehearsal, no token)."),
         click.option("--hub-dir", type=click.Path(path_type=Path), default=Path("local-hub"),
                      help="Where --hub local keeps its repos."),
-        click.option("--hub-endpoint", envvar="HF_ENDPOINT", help="Hub URL [default: https://huggingface.co]."),
+        hub_endpoint_option,
         click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout."),
         click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="Read the Hub token from this file [default: HF_TOKEN, then the login cache]."),
@@ -197,7 +219,7 @@ def run_main(opts: dict) -> None:
     )
     options = RunOptions(
         evaluation=eval_settings(opts), cache_dir=opts["cache_dir"] or DEFAULT_CACHE_DIR,
-        output_dir=opts["output_dir"], command=" ".join(shlex.quote(a) for a in ["publish-pruned", *sys.argv[1:]]),
+        output_dir=opts["output_dir"], command=recorded_command(),
         card=load_card_settings(opts["card_config"]), template_dir=opts["template_dir"],
         overwrite=opts["overwrite"], progress=not (opts["quiet"] or opts["as_json"]), endpoint=opts["hub_endpoint"],
     )
@@ -336,7 +358,7 @@ def card_render(ctx: click.Context, results_file: Path | None, manifest: Path | 
 @click.option("--structure", default="unstructured", help="unstructured or N:M, e.g. 2:4.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="auto", help="Weights dtype for the memory estimate.")
 @click.option("--revision", help="Branch, tag or commit of a Hub model.")
-@click.option("--hub-endpoint", envvar="HF_ENDPOINT", help="Hub URL [default: https://huggingface.co].")
+@hub_endpoint_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def plan(ctx: click.Context, model: str, sparsity: float, structure: str, dtype: str, revision: str | None,
@@ -411,7 +433,7 @@ def card_lint(ctx: click.Context, card_file: Path, results_file: Path | None) ->
 @click.option("--force", is_flag=True, help="Also replace cards publish-pruned did not write.")
 @click.option("--revision", default="main", help="Branch whose README.md is compared and updated.")
 @click.option("--diff-out", type=click.Path(dir_okay=False, path_type=Path), help="Also write every diff here.")
-@click.option("--hub-endpoint", envvar="HF_ENDPOINT", help="Hub URL [default: https://huggingface.co].")
+@hub_endpoint_option
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_context
 def card_sync(ctx: click.Context, run_dirs: tuple[Path, ...], dry_run: bool, force: bool, revision: str,
@@ -459,7 +481,7 @@ def card_sync(ctx: click.Context, run_dirs: tuple[Path, ...], dry_run: bool, for
               help="Run folders go to <output-root>/<repo-name>.")
 @click.option("--dry-run", is_flag=True, help="Build every artifact and its card; push nothing.")
 @click.option("--rebuild", is_flag=True, help="Also run artifacts the Hub already holds identically.")
-@click.option("--hub-endpoint", envvar="HF_ENDPOINT", help="Hub URL [default: https://huggingface.co].")
+@hub_endpoint_option
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_context
 def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path: Path | None, output_root: Path,
@@ -529,7 +551,7 @@ def hub() -> None:
 @hub.command("serve")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("local-hub"),
               help="Folder holding the emulator's repos.")
-@click.option("--port", type=int, default=8000)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000)
 @click.option("--user", default="local-user", help="User name the token belongs to.")
 @click.option("--token-env", default="HF_TOKEN", help="Env var holding the write token the emulator accepts.")
 def hub_serve(root: Path, port: int, user: str, token_env: str) -> None:
@@ -546,11 +568,17 @@ def hub_serve(root: Path, port: int, user: str, token_env: str) -> None:
     token = os.environ.get(token_env)
     if not token:
         fail(SettingsError(f"set {token_env} to the write token the emulator should accept"), False)
-    with HubEmulator(root=root, tokens={token: (user, "write")}, port=port) as emulator:
+    try:
+        emulator = HubEmulator(root=root, tokens={token: (user, "write")}, port=port).__enter__()
+    except (OSError, ValueError) as exc:  # port taken, a user name the Hub would refuse
+        fail(SettingsError(f"cannot serve on port {port}: {exc}"), False)
+    try:
         click.echo(f"serving {root} at {emulator.url} (Ctrl-C to stop)")
         with contextlib.suppress(KeyboardInterrupt):
             while True:
                 time.sleep(3600)
+    finally:
+        emulator.__exit__(None, None, None)
 
 
 def print_json(data: dict) -> None:

@@ -171,6 +171,12 @@ def _hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
         raise ModelSourceError(f"model {repo_id!r} not found on the Hub (or it is private)") from None
     except (HfHubHTTPError, OSError) as exc:
         raise ModelSourceError(f"cannot fetch {repo_id} from the Hub ({type(exc).__name__})") from None
+    except Exception as exc:
+        from .hub.retry import describe, is_transient
+
+        if is_transient(exc):  # httpx2's connection errors are not OSErrors
+            raise ModelSourceError(f"cannot reach the Hub to fetch {repo_id} ({describe(exc)})") from None
+        raise
 
 
 def _card_metadata(readme: Path) -> dict:

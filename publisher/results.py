@@ -166,6 +166,8 @@ def read_results(path: Path) -> Results:
     except json.JSONDecodeError as exc:
         raise OutputDirError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     try:
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
         return Results.from_json(data)
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise OutputDirError(f"{path} does not look like a publish-pruned results file ({exc})") from None

@@ -60,6 +60,9 @@ class RunFolder:
 
     def claim(self, identity: str, overwrite: bool) -> None:
         """Make sure the folder is empty or holds this same run; `overwrite` clears a different one."""
+        taken = next((p for p in (self.root, *self.root.parents) if p.exists()), None)
+        if taken is not None and not taken.is_dir():
+            raise OutputDirError(f"output folder {self.root}: {taken} is a file, not a folder")
         run = self.record("run")
         if run is None and self.root.is_dir() and any(self.root.iterdir()):
             # Never delete a folder we did not create, even with --overwrite.

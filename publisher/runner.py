@@ -131,5 +131,6 @@ def _lint_and_push(api, repo_id: str, run: RunOutcome, target: PublishTarget) ->
     record = publish_run(api, repo_id, run.output_dir, run.files, private=target.private, message=message,
                          description=f"Made with publish-pruned from {results.source.identity}",
                          results=results, options=target.push)
+    (run.output_dir / STATE_DIR).mkdir(exist_ok=True)  # a run folder copied without its state folder
     write_json_atomic(run.output_dir / STATE_DIR / "publish.json", dataclasses.asdict(record))
     return Outcome(run, repo_id, record, target.mode, target.local_dir if target.mode == "local" else None)

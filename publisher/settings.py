@@ -23,6 +23,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 TIE_POLICIES = ("exact", "threshold")
 DEFAULT_SEED = 42  # the study's seed for random masks
 DEFAULT_SHARD_SIZE = "5GB"
+_SHARD_SIZE = re.compile(r"\d+(\.\d+)?(KB|MB|GB|TB)")  # the units huggingface_hub's shard splitter reads
 
 _REPO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,94}[A-Za-z0-9]$|^[A-Za-z0-9]$")
 
@@ -60,6 +61,8 @@ class RunSettings:
             raise SettingsError(f"--magnitude-ties must be one of {', '.join(TIE_POLICIES)}")
         if self.base_model_id is not None:
             validate_repo_id(self.base_model_id, what="--base-model-id")
+        if not isinstance(self.structure, str):  # YAML reads an unquoted 2:4 as the number 124
+            raise SettingsError(f"structure must be text such as \"2:4\" (quote it in YAML), got {self.structure!r}")
         from .prune.structure import parse_structure  # late: prune imports torch
 
         parse_structure(self.structure).check_sparsity(self.sparsity)
@@ -69,6 +72,11 @@ class RunSettings:
                         model=self.model)
         if self.calibration_samples < 0 or self.calibration_seq_len < 1:
             raise SettingsError("--calibration-samples must be ≥ 0 and --calibration-seq-len ≥ 1")
+        if not _SHARD_SIZE.fullmatch(str(self.shard_size)) or float(str(self.shard_size)[:-2]) <= 0:
+            raise SettingsError(f"--shard-size must be a positive size in KB, MB, GB or TB (e.g. 5GB), "
+                                f"got {self.shard_size!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise SettingsError(f"--seed must be a non-negative integer, got {self.seed!r}")
         if self.calibration_revision is not None and self.calibration_file_sha256() is not None:
             raise SettingsError("--calibration-revision pins a Hub dataset; a local calibration file has none")
 

@@ -132,3 +132,66 @@ def test_ctrl_c_while_the_libraries_load_is_one_line():
             "builtins.__import__ = interrupted\nfrom publisher.console import run\nrun()\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 130 and done.stderr == "error: interrupted while starting; nothing was done\n"
+
+
+@pytest.mark.parametrize(("extra", "fragment"), [
+    (["--shard-size", "5XB"], "--shard-size must be a positive size"),
+    (["--shard-size", "-1GB"], "--shard-size must be a positive size"),
+    (["--seed", "-1"], "--seed must be a non-negative integer"),
+    (["--hub-endpoint", "garbage"], "--hub-endpoint must be an http(s) URL"),
+    (["--branch", "bad..branch"], "is not a valid git ref name"),
+    (["--tag", "bad tag"], "is not a valid git ref name"),
+])
+def test_options_checked_before_any_work(tmp_path, model_dir, extra, fragment):
+    first = invoke("--model", str(model_dir), "--sparsity", "0.5", "--dry-run", "--output-dir", str(tmp_path / "o"))
+    assert first.exit_code == 0, first.output
+    kept = sorted(p.name for p in (tmp_path / "o").iterdir())
+    result = invoke("--model", str(model_dir), "--sparsity", "0.6", "--dry-run", "--output-dir", str(tmp_path / "o"),
+                    "--overwrite", *extra)
+    assert_one_line_error(result, fragment)
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == kept  # --overwrite deleted nothing
+
+
+def test_an_output_dir_that_is_a_file(tmp_path, model_dir):
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        result = invoke("--model", str(model_dir), "--sparsity", "0.5", "--dry-run", "--output-dir", str(out))
+        assert_one_line_error(result, "is a file, not a folder", code=2)
+
+
+def test_a_cut_off_gzip_calibration_file(tmp_path, model_dir):
+    import gzip
+
+    whole = gzip.compress(b'{"text": "w1 w2 w3"}\n' * 200)
+    (tmp_path / "calib.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    result = invoke("--model", str(model_dir), "--sparsity", "0.5", "--method", "wanda", "--dry-run",
+                    "--output-dir", str(tmp_path / "o"), "--calibration-dataset", str(tmp_path / "calib.jsonl.gz"))
+    assert_one_line_error(result, "cannot read calibration file")
+
+
+def test_results_of_the_wrong_shape_are_one_line(tmp_path):
+    for text in ("[]", '{"schema_version": 1, "metrics": "x"}'):
+        (tmp_path / "results.json").write_text(text)
+        result = invoke("card", "render", str(tmp_path / "results.json"))
+        assert result.exit_code != 0 and "Traceback" not in result.output
+        assert "internal error" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_the_recorded_command_keeps_no_token_or_url_credential(monkeypatch):
+    from publisher.cli import recorded_command
+
+    monkeypatch.setattr("sys.argv", ["publish-pruned", "--model", "x", "--hub-endpoint",
+                                     "http://user:hunter2@127.0.0.1:8123", "--repo-id", "hf_SECRETSECRET123"])
+    command = recorded_command()
+    assert "hunter2" not in command and "SECRETSECRET" not in command and "127.0.0.1:8123" in command
+
+
+def test_a_taken_port_is_one_line(tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.setenv("HF_TOKEN", "hf_local_secret")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = invoke("hub", "serve", "--root", str(tmp_path / "hub"), "--port", str(taken.getsockname()[1]))
+    assert_one_line_error(result, "cannot serve on port")

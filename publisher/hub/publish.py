@@ -37,7 +37,7 @@ from typing import Any
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
-from ..errors import HubAuthError, PublishError
+from ..errors import HubAuthError, PublishError, SettingsError
 from ..results import FileDigest, Results
 from .extras import GATED_MODES, ensure_in_collection, ensure_settings, ensure_tag
 from .remote import CARD_FILE, RESULTS_FILE, RemoteState, check_ownership, inspect_remote
@@ -52,6 +52,8 @@ WRITE_ROLES = {"write", "fineGrained", "admin"}  # fine-grained tokens are check
 DEFAULT_BRANCH = "main"
 PLOTS_DIR = "plots/"
 _QUERY = re.compile(r"\?[^\s'\"]+")
+# git's ref-name rules (git check-ref-format), which the Hub applies to branches and tags
+_BAD_REF = re.compile(r"(^[/.]|[/.]$|\.\.|//|/\.|@\{|\.lock$|\.lock/|[\x00-\x20\x7f~^:?*\[\\])")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,15 @@ class PushOptions:
     force: bool = False  # write over a foreign card / another base model's repo; move an existing tag
     verify_sparsity: bool = True  # re-count zeros of one downloaded shard (needs `results`)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        """Names the Hub would refuse are refused here, before a repo is created or a file uploaded."""
+        for what, name in (("branch", self.branch), ("tag", self.tag)):
+            if name is not None and (not isinstance(name, str) or not name or name == "@" or _BAD_REF.search(name)):
+                raise SettingsError(f"--{what} {name!r} is not a valid git ref name (no spaces, '..', '~^:?*[\\', "
+                                    "leading or trailing '/' or '.')")
+        if self.gated is not None and self.gated not in GATED_MODES:
+            raise SettingsError(f"--gated must be one of {', '.join(GATED_MODES)}, got {self.gated!r}")
 
 
 @dataclass
@@ -114,8 +125,6 @@ def publish_run(api: HfApi, repo_id: str, folder: Path, files: dict[str, FileDig
                 options: PushOptions | None = None) -> PublishRecord:
     """Create the repo if needed, commit what differs from the Hub in one commit, verify, then tag/gate/collect."""
     opts = options or PushOptions()
-    if opts.gated is not None and opts.gated not in GATED_MODES:
-        raise PublishError(f"gated must be one of {', '.join(GATED_MODES)}, got {opts.gated!r}")
     policy = opts.retry
     with _preparing(repo_id):
         existed = with_retries(lambda: api.repo_exists(repo_id), what="looking up the repo", policy=policy)
@@ -327,6 +336,6 @@ def _delete_if_untouched(api: HfApi, repo_id: str, head_before: str | None) -> N
 
 
 def _reason(exc: Exception) -> str:
-    """The first line of a Hub error, without request ids or URLs with query strings."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """A Hub error on one line (its detail often comes on the next), without URLs' query strings."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
     return _QUERY.sub("?…", text)[:300]  # upload URLs carry signatures in their query string

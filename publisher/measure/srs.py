@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from .bbq import SYSTEM_PROMPT, USER_TEMPLATE, BbqItem, prompt_ids
+from .errors import BbqDataError
 from .sampler import STUDY_SEEDS, SamplingConfig, sample_continuations
 from .stats import MeanEstimate, Proportion, disparity_ratio, mean_of_proportions, relative_change
 
@@ -203,7 +204,7 @@ def evaluate_srs(model: torch.nn.Module, tokenizer: Any, items: Sequence[BbqItem
                  progress: Callable[[int, int], None] | None = None) -> SrsRun:
     """Sample every item under every seed, parse the replies and compute the metrics (see the module doc)."""
     if not items:
-        raise ValueError("no BBQ items to evaluate")
+        raise BbqDataError("no BBQ items to evaluate: the BBQ data holds no usable rows for these categories")
     config = SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens, top_k=top_k, seeds=tuple(seeds))
     rendered = [prompt_ids(tokenizer, item) for item in items]
     prompts = [ids for ids, _ in rendered]

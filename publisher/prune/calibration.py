@@ -31,6 +31,7 @@ import gzip
 import hashlib
 import io
 import json
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,8 +156,8 @@ def read_texts(path: Path) -> list[str]:
     try:
         with opener(path, "rt", encoding="utf-8") as handle:
             content = handle.read()
-    except (OSError, UnicodeDecodeError) as error:
-        raise CalibrationError(f"cannot read calibration file {path}: {error}") from None
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as error:  # EOFError, zlib: a cut-off .gz
+        raise CalibrationError(f"cannot read calibration file {path}: {error or type(error).__name__}") from None
     rows: Iterator[tuple[int, object]]
     if content.lstrip().startswith("["):
         try:
