@@ -22,7 +22,7 @@ from pathlib import Path
 import click
 
 from .cli_measure import eval_options, eval_settings, placement_options, register_measure_commands
-from .errors import DiskFullError, Interrupted, PublishPrunedError, SettingsError
+from .errors import CardError, DiskFullError, Interrupted, PublishPrunedError, SettingsError
 from .settings import DTYPES, TIE_POLICIES, RunSettings, validate_repo_id
 
 TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9_]{6,}")
@@ -374,7 +374,7 @@ def plan(ctx: click.Context, model: str, sparsity: float, structure: str, dtype:
     from .plan import plan_model, plan_table
 
     try:
-        RunSettings(model=model, sparsity=sparsity)  # same validation as the main command
+        RunSettings(model=model, sparsity=sparsity, structure=structure)  # the main command's checks
         result = plan_model(model, sparsity, structure=structure, dtype=dtype, revision=revision,
                             endpoint=hub_endpoint)
     except (PublishPrunedError, KeyboardInterrupt, Exception) as exc:
@@ -421,7 +421,11 @@ def card_lint(ctx: click.Context, card_file: Path, results_file: Path | None) ->
     try:
         beside = card_file.with_name("results.json")
         results_file = results_file or (beside if beside.is_file() else None)
-        lint_card(card_file.read_text(), read_results(results_file) if results_file else None)
+        try:
+            text = card_file.read_text()
+        except UnicodeDecodeError:
+            raise CardError(f"{card_file} is not UTF-8 text") from None
+        lint_card(text, read_results(results_file) if results_file else None)
     except (PublishPrunedError, Exception) as exc:
         fail(exc, bool(ctx.obj["verbose"]))
     click.echo(f"{card_file}: ok" + (f" (figures match {results_file})" if results_file else ""))

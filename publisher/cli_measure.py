@@ -158,13 +158,17 @@ def latency_command(ctx: click.Context, folder: Path, latency_items: int | None,
     \b
     publish-pruned latency --model runs/smollm2-135m-instruct-magnitude-s50
     """
+    from .measure.errors import MeasureError
     from .measure.latency import latency_table, measure_model_latency
 
     def action() -> None:
         kwargs = {"max_tokens": latency_max_tokens, "warmup": latency_warmup}
         if latency_items is not None:
             kwargs["n_items"] = latency_items
-        click.echo(latency_table(measure_model_latency(folder, None, **kwargs)))
+        result = measure_model_latency(folder, None, **kwargs)
+        if not result.measured:  # measuring is this command's only job
+            raise MeasureError(f"latency not measured: {result.reason}")
+        click.echo(latency_table(result))
 
     _guarded(ctx, action)
 

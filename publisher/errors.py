@@ -53,3 +53,13 @@ class Interrupted(PublishPrunedError):
     """The user pressed Ctrl-C; the output folder was left resumable."""
 
     exit_code = 130
+
+
+def describe_read_error(exc: Exception) -> str:
+    """A YAML, decoding or OS error on one line (PyYAML's own message spans several, with a caret)."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        return f"{getattr(exc, 'problem', None) or 'invalid YAML'} at line {mark.line + 1}, column {mark.column + 1}"
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from . import __version__
-from .errors import PublishPrunedError, SettingsError
+from .errors import PublishPrunedError, SettingsError, describe_read_error
 from .results import write_json_atomic
 from .settings import RunSettings, validate_repo_id
 
@@ -165,8 +165,8 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
 def load_manifest(path: Path) -> Manifest:
     try:
         data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise SettingsError(f"cannot read the manifest {path}: {exc}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise SettingsError(f"cannot read the manifest {path}: {describe_read_error(exc)}") from None
     return parse_manifest(data, str(path))
 
 

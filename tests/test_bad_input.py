@@ -195,3 +195,16 @@ def test_a_taken_port_is_one_line(tmp_path, monkeypatch):
         taken.listen()
         result = invoke("hub", "serve", "--root", str(tmp_path / "hub"), "--port", str(taken.getsockname()[1]))
     assert_one_line_error(result, "cannot serve on port")
+
+
+def test_malformed_yaml_and_cards_are_one_line(tmp_path):
+    (tmp_path / "release.yaml").write_text("models: [org/a\nmethods: [magnitude]\n")
+    assert_one_line_error(invoke("release", str(tmp_path / "release.yaml"), "--dry-run"), "at line")
+    (tmp_path / "list.md").write_text("---\n- a\n- b\n---\nResearch use only\n")
+    assert_one_line_error(invoke("card", "lint", str(tmp_path / "list.md")), "must be a YAML mapping")
+    (tmp_path / "binary.md").write_bytes(b"---\n\xff\xfe\x00\n---\n")
+    assert_one_line_error(invoke("card", "lint", str(tmp_path / "binary.md")), "not UTF-8")
+
+
+def test_plan_refuses_a_structure_the_sparsity_cannot_have(model_dir):
+    assert_one_line_error(invoke("plan", "--model", str(model_dir), "--sparsity", "0.5", "--structure", "3:4"), "3:4")

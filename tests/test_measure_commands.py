@@ -80,3 +80,14 @@ def test_eval_on_a_device_map_with_a_disk_block_measures_the_same(chat_model, tm
     plain, mapped = found
     assert mapped["perplexity"]["ppl"] == pytest.approx(plain["perplexity"]["ppl"], rel=1e-5)
     assert mapped["srs"]["per_category"] == plain["srs"]["per_category"]
+
+
+def test_latency_that_cannot_be_measured_is_an_error_not_a_table(tmp_path, chat_model):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(chat_model, broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    result = CliRunner().invoke(main, ["latency", "--model", str(broken), "--latency-items", "1",
+                                       "--latency-warmup", "0"])
+    assert result.exit_code != 0 and "latency not measured" in result.stderr, result.output

@@ -32,7 +32,7 @@ import jinja2
 import yaml
 from huggingface_hub import ModelCardData
 
-from ..errors import CardError, SettingsError
+from ..errors import CardError, SettingsError, describe_read_error
 from ..prune import METHODS
 from ..prune.scope import SCOPE_DESCRIPTION
 from ..settings import validate_repo_id
@@ -148,8 +148,8 @@ def load_manifest(path: Path) -> Manifest:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise CardError(f"cannot read collection manifest {path}: {exc}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise CardError(f"cannot read collection manifest {path}: {describe_read_error(exc)}") from None
     if not isinstance(data, dict):
         raise CardError(f"collection manifest {path} must be a YAML mapping")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import yaml
 
-from ..errors import CardError
+from ..errors import CardError, describe_read_error
 from ..results import Results
 from .figures import metric_rows
 from .render import RESEARCH_ONLY_TAG
@@ -23,7 +23,9 @@ def lint_card(text: str, results: Results | None = None) -> None:
     try:
         meta = yaml.safe_load(front) or {}
     except yaml.YAMLError as exc:
-        raise CardError(f"card front matter is not valid YAML: {exc}") from None
+        raise CardError(f"card front matter is not valid YAML: {describe_read_error(exc)}") from None
+    if not isinstance(meta, dict):
+        raise CardError("card front matter must be a YAML mapping")
     problems += [f"front matter lacks '{key}'" for key in REQUIRED_KEYS if key not in meta]
     if RESEARCH_ONLY_TAG not in (meta.get("tags") or []):
         problems.append(f"tag '{RESEARCH_ONLY_TAG}' missing")

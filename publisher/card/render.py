@@ -19,7 +19,7 @@ import jinja2
 import yaml
 from huggingface_hub import ModelCardData
 
-from ..errors import CardError
+from ..errors import CardError, describe_read_error
 from ..prune import METHODS
 from ..results import Results
 from .figures import latency_caveat, metric_rows, not_measured, srs_category_rows
@@ -51,8 +51,8 @@ def load_card_settings(path: Path | None) -> CardSettings:
         return CardSettings()
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise CardError(f"cannot read card config {path}: {exc}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise CardError(f"cannot read card config {path}: {describe_read_error(exc)}") from None
     if not isinstance(data, dict):
         raise CardError(f"card config {path} must be a YAML mapping")
     known = {f.name for f in dataclasses.fields(CardSettings)}
