@@ -21,7 +21,13 @@ from pathlib import Path
 
 import click
 
-from .cli_measure import eval_options, eval_settings, placement_options, register_measure_commands
+from .cli_measure import (
+    check_output_file,
+    eval_options,
+    eval_settings,
+    placement_options,
+    register_measure_commands,
+)
 from .errors import CardError, DiskFullError, Interrupted, PublishPrunedError, SettingsError
 from .settings import DTYPES, TIE_POLICIES, RunSettings, validate_repo_id
 
@@ -457,6 +463,7 @@ def card_sync(ctx: click.Context, run_dirs: tuple[Path, ...], dry_run: bool, for
     from .results import read_results
 
     try:
+        check_output_file(diff_out, "--diff-out")
         items = load_card_items(run_dirs)
         for folder, (_, text) in zip(run_dirs, items, strict=True):
             lint_card(text, read_results(folder / "results.json"))
@@ -506,6 +513,7 @@ def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path:
     from .runner import PLACEHOLDER_NAMESPACE, PublishTarget, run_and_publish
 
     try:
+        check_output_file(summary_path, "--summary")
         plan = load_manifest(manifest)
         todo = select_shard(plan.artifacts(), shard)
         push_options, private = plan.push_options()

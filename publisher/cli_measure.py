@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from .errors import SettingsError
+
 
 def eval_options(fn):
     """Protocol settings of the measure stage, shared by the main command and `eval`."""
@@ -54,6 +56,17 @@ def placement_options(fn):
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def check_output_file(path: Path | None, option: str) -> None:
+    """Before any work: a file can be written at `path` (no folder there, no file in the way of its folders)."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise SettingsError(f"{option} {path} is a folder, not a file")
+    ancestor = next((p for p in path.parents if p.exists()), None)
+    if ancestor is not None and not ancestor.is_dir():
+        raise SettingsError(f"{option} {path}: {ancestor} is a file, not a folder")
 
 
 def _items(text: str | None) -> list[str]:
@@ -116,6 +129,7 @@ def eval_command(ctx: click.Context, model: str, dtype: str, device: str, device
     from .results import write_json_atomic
 
     def action() -> None:
+        check_output_file(output, "--output")
         settings = eval_settings(opts)
         placement = {"device": device, "device_map": device_map, "max_memory": max_memory}
         with tempfile.TemporaryDirectory(prefix="publish-pruned-offload-") as offload_dir:

@@ -208,6 +208,8 @@ def check_device(device: str) -> str:
         dev = torch.device(device)
     except RuntimeError:
         raise SettingsError(f"--device {device!r} is not a torch device (try cpu, cuda, cuda:1, mps)") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise SettingsError(f"--device {device!r}: this tool runs on cpu, cuda or mps")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SettingsError("--device cuda requested but no CUDA GPU is available")
     if dev.type == "mps" and not torch.backends.mps.is_available():
@@ -240,7 +242,9 @@ def load_model(source: ResolvedSource, folder: Path, settings: RunSettings, *,
                 folder, dtype=torch_dtype(settings.dtype),
                 use_safetensors=None if settings.trust_pickled_weights else True, **placement, **kwargs,
             )
-    except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: e.g. a Git LFS pointer, not weights
+    except (OSError, ValueError, SafetensorError, KeyError, TypeError, RuntimeError) as exc:
+        # SafetensorError: e.g. a Git LFS pointer; KeyError/TypeError: a malformed index or config;
+        # RuntimeError: weights whose shapes do not fit the config
         raise ModelSourceError(f"cannot load {source.reference}: {_first_line(exc)}") from None
     if source.gguf_file:
         _detach_gguf_quantizer(model, source)

@@ -208,3 +208,18 @@ def test_malformed_yaml_and_cards_are_one_line(tmp_path):
 
 def test_plan_refuses_a_structure_the_sparsity_cannot_have(model_dir):
     assert_one_line_error(invoke("plan", "--model", str(model_dir), "--sparsity", "0.5", "--structure", "3:4"), "3:4")
+
+
+def test_an_output_file_path_blocked_by_a_file_is_refused_before_any_work(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "release.yaml").write_text("models: [org/a]\nmethods: [magnitude]\nsparsities: [0.5]\n")
+    result = invoke("release", str(tmp_path / "release.yaml"), "--dry-run", "--output-root", str(tmp_path / "runs"),
+                    "--summary", str(tmp_path / "afile" / "summary.json"))
+    assert_one_line_error(result, "is a file, not a folder")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_device_this_tool_does_not_run_on(tmp_path, model_dir):
+    result = invoke("--model", str(model_dir), "--sparsity", "0.5", "--dry-run", "--device", "meta",
+                    "--output-dir", str(tmp_path / "o"))
+    assert_one_line_error(result, "runs on cpu, cuda or mps")
