@@ -77,6 +77,11 @@ class RunSettings:
                                 f"got {self.shard_size!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise SettingsError(f"--seed must be a non-negative integer, got {self.seed!r}")
+        from .prune.calibration import LOCAL_SUFFIXES
+
+        if self.uses_calibration and self.calibration_dataset and not Path(self.calibration_dataset).is_file() \
+                and self.calibration_dataset.endswith(LOCAL_SUFFIXES):  # found now, not after --overwrite cleared
+            raise SettingsError(f"calibration file {self.calibration_dataset} does not exist")
         if self.calibration_revision is not None and self.calibration_file_sha256() is not None:
             raise SettingsError("--calibration-revision pins a Hub dataset; a local calibration file has none")
 

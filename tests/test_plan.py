@@ -41,7 +41,7 @@ def test_plan_matches_a_real_instantiation(tmp_path):
 
 def test_plan_reports_structures_that_do_not_fit():
     result = CliRunner().invoke(main, ["plan", "--model", str(CONFIGS_DIR / "gemma-2-9b-it"), "--structure", "3:7",
-                                       "--sparsity", "0.4286", "--json"])
+                                       "--sparsity", "0.428571", "--json"])
     plan = json.loads(result.stdout)
     assert "does not fit" in plan["methods"]["magnitude"]
 

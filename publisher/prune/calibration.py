@@ -55,7 +55,7 @@ SAMPLING = (
     "documents in a seeded random order; each with more than seq_len tokens gives one window of seq_len "
     "consecutive tokens at a seeded uniform offset (Wanda/SparseGPT get_c4, without repeats)"
 )
-_LOCAL_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
+LOCAL_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
 
 
 class CalibrationError(SettingsError):
@@ -182,7 +182,7 @@ def token_sha256(ids: torch.Tensor) -> str:
 
 
 def _is_local(source: str | Path) -> bool:
-    return isinstance(source, Path) or Path(source).exists() or str(source).endswith(_LOCAL_SUFFIXES)
+    return isinstance(source, Path) or Path(source).exists() or str(source).endswith(LOCAL_SUFFIXES)
 
 
 def _stream_hub(name: str, config: str | None, revision: str | None, seed: int) -> tuple[Iterator[str], str | None]:
