@@ -213,7 +213,11 @@ def bbq_prepare(ctx: click.Context, bbq_path: Path | None, bbq_categories: str |
     from .measure.bbq import bbq_source, load_bbq, write_prepared
 
     def action() -> None:
+        if bbq_limit is not None and bbq_limit < 1:
+            raise SettingsError("--bbq-limit must be at least 1")
         bbq = load_bbq(bbq_source(bbq_path), parse_categories(bbq_categories), tuple(_items(conditions)), bbq_limit)
+        if not bbq.items:
+            raise SettingsError("no usable BBQ items in these files for these categories and conditions")
         paths = write_prepared(bbq, out)
         click.echo(f"{len(bbq.items)} items, {len(bbq.excluded)} excluded → {paths['items']}")
 

@@ -152,6 +152,11 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
         raise SettingsError(f"{source}: 'defaults' takes RunSettings fields: {', '.join(sorted(_SETTINGS_FIELDS))}")
     if not isinstance(push, dict) or set(push) - _PUSH_KEYS:
         raise SettingsError(f"{source}: 'push' takes {', '.join(sorted(_PUSH_KEYS))}")
+    for key, value in push.items():
+        wanted = bool if key in ("create_pr", "private", "force") else str
+        if not isinstance(value, wanted):
+            raise SettingsError(f"{source}: push.{key} must be {'true or false' if wanted is bool else 'text'}, "
+                                f"got {value!r}")
     manifest = Manifest(models=models, methods=_list(data, "methods", (str,), "method names"), sparsities=sparsities,
                         namespace=data.get("namespace"), suffix=data.get("suffix"), defaults=defaults, push=push)
     keys = [a.key for a in manifest.artifacts()]

@@ -223,3 +223,14 @@ def test_a_device_this_tool_does_not_run_on(tmp_path, model_dir):
     result = invoke("--model", str(model_dir), "--sparsity", "0.5", "--dry-run", "--device", "meta",
                     "--output-dir", str(tmp_path / "o"))
     assert_one_line_error(result, "runs on cpu, cuda or mps")
+
+
+def test_wrongly_typed_push_options_and_empty_bbq_are_one_line(tmp_path):
+    (tmp_path / "release.yaml").write_text("models: [org/a]\nmethods: [magnitude]\nsparsities: [0.5]\n"
+                                           "push: {private: 'yes'}\n")
+    assert_one_line_error(invoke("release", str(tmp_path / "release.yaml"), "--dry-run"), "push.private must be")
+    (tmp_path / "bbq").mkdir()
+    (tmp_path / "bbq" / "Age.jsonl").write_text("")
+    result = invoke("bbq", "prepare", "--bbq-path", str(tmp_path / "bbq"), "--bbq-categories", "Age",
+                    "--out", str(tmp_path / "items"))
+    assert result.exit_code != 0 and result.stderr.startswith("error: "), result.output
