@@ -580,17 +580,15 @@ def hub_serve(root: Path, port: int, user: str, token_env: str) -> None:
     token = os.environ.get(token_env)
     if not token:
         fail(SettingsError(f"set {token_env} to the write token the emulator should accept"), False)
-    try:
-        emulator = HubEmulator(root=root, tokens={token: (user, "write")}, port=port).__enter__()
-    except (OSError, ValueError) as exc:  # port taken, a user name the Hub would refuse
-        fail(SettingsError(f"cannot serve on port {port}: {exc}"), False)
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            emulator = stack.enter_context(HubEmulator(root=root, tokens={token: (user, "write")}, port=port))
+        except (OSError, ValueError) as exc:  # port taken, a user name the Hub would refuse
+            fail(SettingsError(f"cannot serve on port {port}: {exc}"), False)
         click.echo(f"serving {root} at {emulator.url} (Ctrl-C to stop)")
         with contextlib.suppress(KeyboardInterrupt):
             while True:
                 time.sleep(3600)
-    finally:
-        emulator.__exit__(None, None, None)
 
 
 def print_json(data: dict) -> None:
