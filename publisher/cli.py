@@ -524,12 +524,21 @@ def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path:
         fail(exc, bool(ctx.obj["verbose"]))
     quiet_libraries()
 
+    pins: dict[tuple[str, str | None], str | None] = {}
+
+    def base_pin(settings: RunSettings) -> str | None:
+        """The base's commit or content hash, resolved once per model (a local folder is hashed whole)."""
+        key = (settings.model, settings.revision)
+        if key not in pins:
+            source = resolve_source(settings, endpoint=hub_endpoint, token=token)
+            pins[key] = source.revision or source.content_sha256
+        return pins[key]
+
     def published(artifact):
         if dry_run or rebuild or push_options.create_pr:  # a pull request's fate is not ours to read
             return None
         repo_id = artifact.repo_id(namespace)
-        source = resolve_source(artifact.settings(), endpoint=hub_endpoint, token=token)
-        commit = published_commit(api, repo_id, artifact, base=source.revision or source.content_sha256,
+        commit = published_commit(api, repo_id, artifact, base=base_pin(artifact.settings()),
                                   revision=push_options.branch)
         if commit is None:
             return None
