@@ -195,9 +195,12 @@ def main(ctx: click.Context, **opts) -> None:
     ctx.obj["verbose"] = opts["verbose"]
     if ctx.invoked_subcommand is not None:
         return
-    if not opts["model"] or opts["sparsity"] is None:
+    if not opts["model"] and opts["sparsity"] is None:
         click.echo(ctx.get_help())
-        ctx.exit(0 if not opts["model"] and opts["sparsity"] is None else 2)
+        ctx.exit(0)
+    if not opts["model"] or opts["sparsity"] is None:
+        missing = "--sparsity (e.g. --sparsity 0.5)" if opts["model"] else "--model (a Hub id, folder or .gguf)"
+        fail(SettingsError(f"missing {missing}; see publish-pruned -h"), False)
     logging.basicConfig(level=logging.DEBUG if opts["verbose"] > 1 else logging.INFO if opts["verbose"] else
                         logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -509,6 +512,7 @@ def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path:
     from .hub.publish import check_write_access, finish_published
     from .model_io import resolve_source
     from .pipeline import RunOptions
+    from .prune.calibration import hub_commit
     from .release import load_manifest, published_commit, run_release, select_shard, summary_lines, write_summary
     from .runner import PLACEHOLDER_NAMESPACE, PublishTarget, run_and_publish
 
@@ -525,6 +529,7 @@ def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path:
     quiet_libraries()
 
     pins: dict[tuple[str, str | None], str | None] = {}
+    calibration_pins: dict[tuple[str | None, str | None], str | None] = {}
 
     def base_pin(settings: RunSettings) -> str | None:
         """The base's commit or content hash, resolved once per model (a local folder is hashed whole)."""
@@ -534,12 +539,21 @@ def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path:
             pins[key] = source.revision or source.content_sha256
         return pins[key]
 
+    def calibration_pin(settings: RunSettings) -> str | None:
+        """The commit a calibrated method's Hub dataset points at now, resolved once per dataset and revision."""
+        if not settings.uses_calibration:
+            return None
+        key = (settings.calibration_dataset, settings.calibration_revision)
+        if key not in calibration_pins:
+            calibration_pins[key] = hub_commit(*key)
+        return calibration_pins[key]
+
     def published(artifact):
         if dry_run or rebuild or push_options.create_pr:  # a pull request's fate is not ours to read
             return None
-        repo_id = artifact.repo_id(namespace)
-        commit = published_commit(api, repo_id, artifact, base=base_pin(artifact.settings()),
-                                  revision=push_options.branch)
+        repo_id, settings = artifact.repo_id(namespace), artifact.settings()
+        commit = published_commit(api, repo_id, artifact, base=base_pin(settings),
+                                  calibration=calibration_pin(settings), revision=push_options.branch)
         if commit is None:
             return None
         finish_published(api, repo_id, commit, push_options, private=private)  # this manifest's tag, gate, collection

@@ -64,6 +64,9 @@ def digest_files(folder: Path, names: list[str]) -> dict[str, FileDigest]:
 def resolve_source(settings: RunSettings, *, endpoint: str | None = None, token: str | None = None) -> ResolvedSource:
     """Pin `settings.model` to exact bytes: a Hub commit, or a content hash of the local files."""
     path = Path(settings.model).expanduser()
+    if settings.revision and (path.suffix == ".gguf" or path.exists()):
+        raise ModelSourceError(f"--revision {settings.revision!r} names a commit of a Hub model, but {path} is local "
+                               "(its content hash pins it); drop --revision")
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelSourceError(f"GGUF file not found: {path}")

@@ -34,6 +34,7 @@ from .model_io import (
 )
 from .placement import check_devices_present
 from .prune import get_method
+from .prune.calibration import hub_commit
 from .prune.nm import checkpoint_nm_violations
 from .prune.sparsity import measure_checkpoint
 from .prune.structure import parse_structure
@@ -93,7 +94,8 @@ def run_pipeline(settings: RunSettings, options: RunOptions) -> RunOutcome:
 
     prune_key = settings.prune_key(source.identity)
     prune_state = folder.record("prune")
-    if prune_state and prune_state.get("key") == prune_key and folder.files_intact(prune_state["files"]):
+    if prune_state and prune_state.get("key") == prune_key and folder.files_intact(prune_state["files"]) \
+            and not _calibration_moved(settings, prune_state):
         skipped.append("prune")
         options.on_stage("prune", "skipped")
     else:
@@ -143,6 +145,20 @@ def run_pipeline(settings: RunSettings, options: RunOptions) -> RunOutcome:
     published = dict(checkpoint_files)
     published.update(digest_files(folder.root, [RESULTS_FILE, CARD_FILE, *plots, *eval_files(folder.root)]))
     return RunOutcome(folder.root, folder.root / CARD_FILE, results, published, skipped, warnings)
+
+
+def _calibration_moved(settings: RunSettings, prune_state: dict) -> bool:
+    """Whether an unpinned Hub calibration dataset now points at another commit than the weights were pruned
+    with (the prune key holds its name only; a local file's sha256 and a pinned revision are in the key)."""
+    if not settings.uses_calibration:
+        return False
+    used = (prune_state["pruning"].get("calibration") or {}).get("revision")
+    now = hub_commit(settings.calibration_dataset, settings.calibration_revision) if used else None
+    if now is None or now == used:  # a local file, or the Hub cannot tell (offline): keep the pruned weights
+        return False
+    log.warning("calibration dataset %s moved from %s to %s: pruning again", settings.calibration_dataset
+                or "allenai/c4", used[:12], now[:12])
+    return True
 
 
 def eval_files(root: Path) -> list[str]:

@@ -278,18 +278,21 @@ def write_summary(path: Path, summary: ReleaseSummary) -> None:
 
 
 def published_commit(api: Any, repo_id: str, artifact: Artifact, tool_version: str = __version__, *,
-                     base: str | None = None, revision: str | None = None) -> str | None:
+                     base: str | None = None, calibration: str | None = None,
+                     revision: str | None = None) -> str | None:
     """The commit of `repo_id` (at branch `revision`, default main) if it holds this artifact, complete, made
     by this tool version.
 
     "Identical" means: a publish-pruned card; a results.json whose settings match `artifact.identity()`, whose
     base model was pinned to `base` (the Hub commit or local content sha256 `resolve_source` gives; given by
     callers that can resolve it, since a model id or path says nothing of the bytes behind it) and whose tool
-    version is `tool_version`; and every checkpoint file it lists present with the same sha256/size.
+    version is `tool_version`; for a calibrated method given `calibration` (the commit its Hub calibration
+    dataset points at now), calibrated at that commit; and every checkpoint file it lists present with the
+    same size and sha256.
     """
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
-    from .hub.remote import inspect_remote, is_publish_pruned_card
+    from .hub.remote import inspect_remote, is_publish_pruned_card, remote_sha256
 
     try:
         head = api.repo_info(repo_id, revision=revision).sha
@@ -307,11 +310,15 @@ def published_commit(api: Any, repo_id: str, artifact: Artifact, tool_version: s
         return None
     if (data.get("tool") or {}).get("version") != tool_version:
         return None
+    used = ((data.get("pruning") or {}).get("calibration") or {}).get("revision")
+    if calibration is not None and used is not None and used != calibration:  # the dataset moved since
+        return None
     for name, digest in (data.get("files") or {}).items():
         entry = remote.files.get(name)
         if entry is None or entry.size != digest.get("size"):
             return None
-        if entry.lfs is not None and entry.lfs.sha256 != digest.get("sha256"):
+        content = entry.lfs.sha256 if entry.lfs is not None else remote_sha256(api, repo_id, name, head)
+        if content != digest.get("sha256"):  # non-LFS files are small (config, tokenizer): read them
             return None
     return head
 

@@ -68,7 +68,8 @@ class RunFolder:
             # Never delete a folder we did not create, even with --overwrite.
             raise OutputDirError(f"output folder {self.root} is not empty and is not a publish-pruned run folder")
         if run is not None and run.get("identity") != identity:
-            if not overwrite:
+            # A run that failed before its first stage finished left nothing to lose: replace it freely.
+            if not overwrite and self.record("prune") is not None:
                 raise OutputDirError(
                     f"output folder {self.root} holds a different run; pass --overwrite or another --output-dir"
                 )

@@ -141,6 +141,7 @@ def test_ctrl_c_while_the_libraries_load_is_one_line():
     (["--hub-endpoint", "garbage"], "--hub-endpoint must be an http(s) URL"),
     (["--branch", "bad..branch"], "is not a valid git ref name"),
     (["--tag", "bad tag"], "is not a valid git ref name"),
+    (["--revision", "v1"], "names a commit of a Hub model"),  # a local model's bytes pin it
 ])
 def test_options_checked_before_any_work(tmp_path, model_dir, extra, fragment):
     first = invoke("--model", str(model_dir), "--sparsity", "0.5", "--dry-run", "--output-dir", str(tmp_path / "o"))
@@ -167,6 +168,15 @@ def test_a_cut_off_gzip_calibration_file(tmp_path, model_dir):
     result = invoke("--model", str(model_dir), "--sparsity", "0.5", "--method", "wanda", "--dry-run",
                     "--output-dir", str(tmp_path / "o"), "--calibration-dataset", str(tmp_path / "calib.jsonl.gz"))
     assert_one_line_error(result, "cannot read calibration file")
+    # Nothing finished in that folder, so another run may take it without --overwrite.
+    fixed = invoke("--model", str(model_dir), "--sparsity", "0.5", "--dry-run", "--output-dir", str(tmp_path / "o"))
+    assert fixed.exit_code == 0, fixed.output
+
+
+@pytest.mark.parametrize("given, missing", [(["--model", "org/m"], "missing --sparsity"),
+                                            (["--sparsity", "0.5"], "missing --model")])
+def test_a_missing_model_or_sparsity_is_one_line(given, missing):
+    assert_one_line_error(invoke(*given), missing)
 
 
 def test_results_of_the_wrong_shape_are_one_line(tmp_path):

@@ -114,7 +114,8 @@ def _child_calibration(samples: int, seq_len: int, seed: int, runs: list[list[An
 
 
 def _child_wanda_run(model_dir: str, out_dirs: list[str], revisions: list[str | None]) -> list[dict[str, Any]]:
-    """The whole CLI (`--method wanda`, C4 by default) at each `--calibration-revision`: the recorded calibration."""
+    """The whole CLI (`--method wanda`, C4 by default) at each `--calibration-revision`: the recorded calibration,
+    and the stages the run reused (`skipped`)."""
     from click.testing import CliRunner
 
     from publisher.cli import main
@@ -122,12 +123,13 @@ def _child_wanda_run(model_dir: str, out_dirs: list[str], revisions: list[str | 
 
     found = []
     for out, revision in zip(out_dirs, revisions, strict=True):
-        args = ["--model", model_dir, "--sparsity", "0.5", "--method", "wanda", "--dry-run", "-q",
+        args = ["--model", model_dir, "--sparsity", "0.5", "--method", "wanda", "--dry-run", "--json",
                 "--skip-eval", "ppl,srs,latency", "--output-dir", out, "--base-model-id", "test-org/tiny",
                 "--calibration-samples", "4", "--calibration-seq-len", "24"]
         result = CliRunner().invoke(main, args + (["--calibration-revision", revision] if revision else []))
         assert result.exit_code == 0, result.output
-        found.append(read_results(Path(out) / "results.json").pruning.calibration)
+        calibration = read_results(Path(out) / "results.json").pruning.calibration
+        found.append({**calibration, "skipped": json.loads(result.stdout)["skipped_stages"]})
     return found
 
 
@@ -277,6 +279,20 @@ def test_a_wanda_run_calibrates_at_the_pinned_dataset_revision(dataset_hub, tmp_
     assert latest["revision"] == new and pinned["revision"] == old and by_branch["revision"] == new
     assert latest["token_sha256"] != pinned["token_sha256"]
     assert by_branch["token_sha256"] == latest["token_sha256"]
+
+
+def test_an_unpinned_calibration_dataset_that_moved_is_calibrated_again(dataset_hub, tmp_path):
+    from tiny_models import save_tiny_model
+
+    old = publish_dataset(dataset_hub, "allenai/c4", _c4_folder(tmp_path / "c4-v1", 0))
+    model, out = save_tiny_model("llama", tmp_path / "base"), str(tmp_path / "run")
+    first, again = run_loader(dataset_hub, tmp_path, "wanda_run", model_dir=str(model), out_dirs=[out, out],
+                              revisions=[None, None])
+    assert first["revision"] == again["revision"] == old and "prune" in again["skipped"]  # nothing moved: resumed
+    new = publish_dataset(dataset_hub, "allenai/c4", _c4_folder(tmp_path / "c4-v2", 100), "Replace the shards")
+    (moved,) = run_loader(dataset_hub, tmp_path, "wanda_run", model_dir=str(model), out_dirs=[out], revisions=[None])
+    assert moved["revision"] == new and "prune" not in moved["skipped"]
+    assert moved["token_sha256"] != first["token_sha256"]
 
 
 # ---------------------------------------------------------------- BBQ

@@ -119,6 +119,18 @@ def test_published_commit_recognises_identical_content_only(hub, tmp_path_factor
     as_2_4 = Artifact(settings["model"], "magnitude", 0.5, (("base_model_id", "test-org/tiny"), ("structure", "2:4")))
     assert published_commit(api, repo_id, as_2_4) is None  # another structure is another artifact
     assert published_commit(api, repo_id, artifact, tool_version="99.0") is None
+    config = (run.output_dir / "config.json").read_bytes()
+    edited = config.replace(b'"', b"'", 1)  # same size, other bytes: a small non-LFS file is read, not sized
+    assert len(edited) == len(config) and edited != config
+    api.upload_file(path_or_fileobj=edited, path_in_repo="config.json", repo_id=repo_id)
+    assert published_commit(api, repo_id, artifact) is None
+    api.upload_file(path_or_fileobj=config, path_in_repo="config.json", repo_id=repo_id)
+    assert published_commit(api, repo_id, artifact) is not None
+    results = json.loads((run.output_dir / "results.json").read_text())
+    results["pruning"]["calibration"] = {"dataset": "allenai/c4", "revision": "c4-commit-1"}
+    api.upload_file(path_or_fileobj=json.dumps(results).encode(), path_in_repo="results.json", repo_id=repo_id)
+    assert published_commit(api, repo_id, artifact, calibration="c4-commit-2") is None  # the dataset moved since
+    assert published_commit(api, repo_id, artifact, calibration="c4-commit-1") is not None
     api.delete_file("model.safetensors", repo_id)  # incomplete on the Hub: publish again
     assert published_commit(api, repo_id, artifact) is None
 

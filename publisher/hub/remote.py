@@ -9,8 +9,10 @@ A card is publish-pruned's when its front matter carries the `research-only` tag
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.hf_api import RepoFile
 
 from ..errors import PublishError
+from ..hashing import sha256_file
 from ..results import Results
 from .retry import DEFAULT_POLICY, RetryPolicy, with_retries
 
@@ -65,12 +68,24 @@ class RemoteState:
         return value if isinstance(value, str) else None
 
 
-def download_text(api: HfApi, repo_id: str, path: str, revision: str, policy: RetryPolicy = DEFAULT_POLICY) -> str:
-    """One small remote file as text, downloaded to a throw-away folder (the user's cache is left alone)."""
+@contextlib.contextmanager
+def _downloaded(api: HfApi, repo_id: str, path: str, revision: str, policy: RetryPolicy) -> Iterator[Path]:
+    """One remote file in a throw-away folder (the user's cache is left alone), removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="publish-pruned-") as tmp:
-        local = with_retries(lambda: api.hf_hub_download(repo_id, path, revision=revision, cache_dir=tmp),
-                             what=f"download of {path}", policy=policy)
-        return Path(local).read_text(encoding="utf-8")
+        yield Path(with_retries(lambda: api.hf_hub_download(repo_id, path, revision=revision, cache_dir=tmp),
+                                what=f"download of {path}", policy=policy))
+
+
+def download_text(api: HfApi, repo_id: str, path: str, revision: str, policy: RetryPolicy = DEFAULT_POLICY) -> str:
+    """One small remote file as text."""
+    with _downloaded(api, repo_id, path, revision, policy) as local:
+        return local.read_text(encoding="utf-8")
+
+
+def remote_sha256(api: HfApi, repo_id: str, path: str, revision: str, policy: RetryPolicy = DEFAULT_POLICY) -> str:
+    """The sha256 of a remote file's content; for small non-LFS files, whose tree entry gives only a git sha1."""
+    with _downloaded(api, repo_id, path, revision, policy) as local:
+        return sha256_file(local)
 
 
 def inspect_remote(api: HfApi, repo_id: str, revision: str, policy: RetryPolicy = DEFAULT_POLICY) -> RemoteState:

@@ -181,6 +181,21 @@ def token_sha256(ids: torch.Tensor) -> str:
     return hashlib.sha256(ids.to(torch.int64).contiguous().numpy().astype("<i8").tobytes()).hexdigest()
 
 
+def hub_commit(source: str | Path | None, revision: str | None = None) -> str | None:
+    """The commit a Hub calibration dataset's `revision` (None: main) points at now; None for a local file, or
+    when the Hub cannot tell (offline, gated).
+
+        >>> hub_commit(None)            # allenai/c4 at main
+        '1588ec45…'
+    """
+    if source is not None and _is_local(source):
+        return None
+    try:
+        return dataset_commit(str(source or DEFAULT_DATASET), revision)
+    except Exception:
+        return None
+
+
 def _is_local(source: str | Path) -> bool:
     return isinstance(source, Path) or Path(source).exists() or str(source).endswith(LOCAL_SUFFIXES)
 
@@ -189,10 +204,7 @@ def _stream_hub(name: str, config: str | None, revision: str | None, seed: int) 
     """Texts of a Hub dataset's train split, streamed and shuffled (seeded); and its commit sha when known."""
     datasets = datasets_module(CalibrationError, f"streaming calibration text ({name})",
                                "pass a local .json/.jsonl/.json.gz file of {'text': ...} rows")
-    try:
-        sha = dataset_commit(name, revision)
-    except Exception:  # offline, gated: the revision stays what was asked for
-        sha = revision
+    sha = hub_commit(name, revision) or revision  # unknown (offline, gated): the revision asked for
     try:
         stream = datasets.load_dataset(name, config, split=DEFAULT_SPLIT, streaming=True, revision=sha)
         stream = stream.shuffle(seed=seed, buffer_size=SHUFFLE_BUFFER)
