@@ -108,3 +108,36 @@ def test_the_measure_stage_on_an_accelerator_matches_the_cpu(tmp_path, device):
         assert abs(a["ppl"] - b["ppl"]) <= 0.005 * a["ppl"], (model_kind, a["ppl"], b["ppl"])
         items = [c["items"] for c in cpu["srs"][model_kind]["per_category"]]
         assert items == [c["items"] for c in accelerated["srs"][model_kind]["per_category"]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+def test_the_whole_command_on_a_gpu_publishes_a_verified_run(tmp_path, monkeypatch):
+    """The main command as a user types it with --device cuda: Wanda, perplexity and SRS measured on the GPU, the
+    card names the GPU, and the run is published to the local Hub, its shard's zeros re-counted from there."""
+    from fixtures.measure_models import FIXTURES, tiny_chat_model
+
+    from publisher.results import read_results
+
+    model, tokenizer = tiny_chat_model()
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    with open(tmp_path / "text.jsonl", "w") as f:
+        for i in range(12):
+            f.write(json.dumps({"text": " ".join(f"w{(i * 5 + j * 11) % 126}" for j in range(60))}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, [
+        "--model", str(tmp_path / "base"), "--sparsity", "0.5", "--method", "wanda", "--device", "cuda",
+        "--base-model-id", "test-org/tiny-chat", "--hub", "local", "--json", "--cache-dir", str(tmp_path / "cache"),
+        "--calibration-dataset", str(tmp_path / "text.jsonl"), "--calibration-samples", "6",
+        "--calibration-seq-len", "24", "--skip-eval", "latency", "--ppl-data", str(tmp_path / "text.jsonl"),
+        "--ppl-samples", "4", "--ppl-seq-len", "48", "--bbq-path", str(FIXTURES / "bbq"), "--bbq-categories", "all",
+        "--bbq-limit", "3"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["sparsity_check"]["zeros"] > 0 and summary["commit"]
+    results = read_results(tmp_path / summary["output_dir"] / "results.json")
+    assert results.settings["device"] == "cuda" and results.metrics["perplexity"]["pruned"]["ppl"] > 0
+    assert results.metrics["srs"]["pruned"]["per_category"]
+    card = (tmp_path / summary["card"]).read_text()
+    assert "device `cuda`" in card and torch.cuda.get_device_name(0) in card
+    assert abs(summary["actual_sparsity"] - 0.5) < 1e-4
