@@ -2,12 +2,16 @@
 
     >>> sha256_file(Path("runs/x/model.safetensors"))
     '05b7f3ef…'
+    >>> sha256_file_unchanged(Path("base/model.safetensors"))   # read once per process while the file is unchanged
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
+
+_KNOWN: dict[tuple, str] = {}  # (real path, size, mtime, ctime, inode) → sha256, for `sha256_file_unchanged`
 
 
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
@@ -16,3 +20,17 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_file_unchanged(path: Path | str) -> str:
+    """`sha256_file`, read once per process while the file's size, mtime, ctime and inode stay the same.
+
+    For inputs hashed again and again in one process (a local base model, once per artifact of a release
+    grid); any write changes mtime and ctime, and ctime cannot be set back. Checks of files that may have
+    been damaged (resume, verification) call `sha256_file`, which always reads.
+    """
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+    if key not in _KNOWN:
+        _KNOWN[key] = sha256_file(path)
+    return _KNOWN[key]

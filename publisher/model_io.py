@@ -21,7 +21,7 @@ from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNot
 from huggingface_hub.repocard import metadata_load
 
 from .errors import ModelSourceError, SettingsError
-from .hashing import sha256_file
+from .hashing import sha256_file, sha256_file_unchanged
 from .placement import check_devices_present, check_map_fits, from_pretrained_kwargs
 from .results import FileDigest
 from .settings import RunSettings, validate_repo_id
@@ -102,7 +102,7 @@ def _resolve_folder(path: Path, settings: RunSettings) -> ResolvedSource:
     hashed = [n for n in names if n.endswith((".safetensors", ".json", ".model", ".txt", ".jinja", ".tiktoken", ".py",
                                               *PICKLE_SUFFIXES))]
     content = hashlib.sha256(
-        json.dumps({n: sha256_file(path / n) for n in hashed}, sort_keys=True).encode()
+        json.dumps({n: sha256_file_unchanged(path / n) for n in hashed}, sort_keys=True).encode()
     ).hexdigest()
     meta = _card_metadata(path / "README.md")
     return ResolvedSource(
@@ -125,7 +125,7 @@ def _resolve_gguf(path: Path, settings: RunSettings) -> ResolvedSource:
     languages = field("general.languages") or []
     return ResolvedSource(
         kind="gguf", reference=str(path.resolve()), local_path=path.resolve().parent, gguf_file=path.name,
-        revision=None, content_sha256=sha256_file(path), base_model_id=settings.base_model_id,
+        revision=None, content_sha256=sha256_file_unchanged(path), base_model_id=settings.base_model_id,
         license=field("general.license"), license_name=None, license_link=None,
         language=tuple(languages if isinstance(languages, list) else [languages]),
     )

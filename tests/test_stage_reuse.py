@@ -115,3 +115,23 @@ def test_a_local_base_is_pinned_by_everything_its_tokenizer_template_and_code_ar
         (folder / name).write_text(text)
         pins.append(resolve_source(settings).content_sha256)
     assert len(set(pins)) == 4
+
+
+def test_a_local_base_is_read_once_per_process_while_unchanged(tmp_path, monkeypatch):
+    """A release grid resolves the same local base for every artifact: hashed once, again only after a write."""
+    from publisher import hashing
+    from publisher.model_io import resolve_source
+    from publisher.settings import RunSettings
+
+    model, tokenizer = tiny_chat_model()
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    reads = []
+    monkeypatch.setattr(hashing, "sha256_file", lambda path: reads.append(path) or sha256_file(path))
+    settings = RunSettings(model=str(tmp_path / "base"), sparsity=0.5)
+    first = resolve_source(settings).content_sha256
+    files = len(reads)
+    assert files >= 3 and resolve_source(settings).content_sha256 == first and len(reads) == files
+    config = tmp_path / "base" / "config.json"
+    config.write_text(config.read_text() + " ")  # the same JSON, one byte more
+    assert resolve_source(settings).content_sha256 != first and len(reads) == files + 1
