@@ -90,6 +90,13 @@ def run_pipeline(settings: RunSettings, options: RunOptions) -> RunOutcome:
     source = resolve_source(settings, endpoint=options.endpoint, token=options.token)
     folder = RunFolder(options.output_dir)
     folder.claim(run_identity(settings), options.overwrite)
+    try:
+        return _run_stages(settings, options, folder, source)
+    finally:
+        folder.release()
+
+
+def _run_stages(settings: RunSettings, options: RunOptions, folder: RunFolder, source: ResolvedSource) -> RunOutcome:
     skipped: list[str] = []
 
     prune_key = settings.prune_key(source.identity)

@@ -1,16 +1,18 @@
 """A run's output folder: exactly what goes to the Hub, plus `.publish-pruned/` with each finished stage's record.
 
     >>> folder = RunFolder(Path("runs/x"))
-    >>> folder.claim(run_identity(settings), overwrite=False)   # empty, or this same run
+    >>> folder.claim(run_identity(settings), overwrite=False)   # empty, or this same run; locked for this process
     >>> folder.record("prune")                                   # None until the stage finished
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import shutil
 from pathlib import Path
+from typing import IO
 
 from .errors import OutputDirError
 from .model_io import digest_files
@@ -18,6 +20,7 @@ from .results import write_json_atomic
 from .settings import RunSettings, stable_hash
 
 STATE_DIR = ".publish-pruned"
+LOCK_FILE = "lock"  # flock'ed by the process that claimed the folder
 CARD_FILE = "README.md"
 _CALIBRATION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunSettings)
                          if f.name.startswith("calibration_")}
@@ -40,6 +43,7 @@ class RunFolder:
 
     def __init__(self, root: Path):
         self.root = root
+        self._lock_file: IO[str] | None = None  # held from `claim` to `release`
         self.state = root / STATE_DIR
         self.staging = self.state / "staging"
         self.offload = self.state / "offload"  # accelerate's disk offload with --device-map; removed after use
@@ -59,23 +63,58 @@ class RunFolder:
             (self.state / f"{stage}.json").unlink(missing_ok=True)
 
     def claim(self, identity: str, overwrite: bool) -> None:
-        """Make sure the folder is empty or holds this same run; `overwrite` clears a different one."""
+        """Lock the folder for this process and make sure it is empty or holds this same run.
+
+        A different run is replaced when it finished no stage (it left nothing but its identity), or with
+        `overwrite`; otherwise refused. A folder another process holds is refused (call `release` when done).
+        """
         taken = next((p for p in (self.root, *self.root.parents) if p.exists()), None)
         if taken is not None and not taken.is_dir():
             raise OutputDirError(f"output folder {self.root}: {taken} is a file, not a folder")
-        run = self.record("run")
-        if run is None and self.root.is_dir() and any(self.root.iterdir()):
+        if self.root.is_dir() and any(p.name != STATE_DIR for p in self.root.iterdir()) and not self.record("run"):
             # Never delete a folder we did not create, even with --overwrite.
             raise OutputDirError(f"output folder {self.root} is not empty and is not a publish-pruned run folder")
+        self.state.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        run = self.record("run")
         if run is not None and run.get("identity") != identity:
-            # A run that failed before its first stage finished left nothing to lose: replace it freely.
-            if not overwrite and self.record("prune") is not None:
+            if not overwrite and not self._holds_nothing_but_its_identity():
+                self.release()
                 raise OutputDirError(
                     f"output folder {self.root} holds a different run; pass --overwrite or another --output-dir"
                 )
-            shutil.rmtree(self.root)
-        self.state.mkdir(parents=True, exist_ok=True)
+            self._clear()
         self.write_record("run", {"identity": identity})
+
+    def release(self) -> None:
+        """Let other processes claim the folder (also done when this process ends)."""
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing the descriptor drops the flock
+            self._lock_file = None
+
+    def _lock(self) -> None:
+        handle = open(self.state / LOCK_FILE, "a+")  # noqa: SIM115 - held open until release()
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise OutputDirError(f"output folder {self.root} is in use by another publish-pruned run; wait for it "
+                                 "to finish or pass another --output-dir") from None
+        self._lock_file = handle
+
+    def _holds_nothing_but_its_identity(self) -> bool:
+        """A run that failed before any stage finished: its identity and our lock, nothing else."""
+        return all(p == self.state for p in self.root.iterdir()) and \
+            {p.name for p in self.state.iterdir()} <= {"run.json", LOCK_FILE}
+
+    def _clear(self) -> None:
+        """Remove the other run's files, keeping the lock this process holds."""
+        doomed = [p for p in self.root.iterdir() if p != self.state]
+        for path in doomed + [p for p in self.state.iterdir() if p.name != LOCK_FILE]:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
     def files_intact(self, files: dict[str, dict]) -> bool:
         for name, digest in files.items():

@@ -9,7 +9,9 @@ from safetensors.torch import load_file
 from tiny_models import expected_prunable, save_tiny_model
 
 from publisher.cli import main
+from publisher.errors import OutputDirError
 from publisher.results import read_results
+from publisher.run_folder import RunFolder
 
 LICENSED_README = "---\nlicense: apache-2.0\nlanguage:\n- en\n---\n# tiny\n"
 
@@ -113,3 +115,22 @@ def test_threshold_tie_policy_is_recorded_and_shown(tmp_path):
     assert results.pruning.tie_policy == "threshold" and results.source.dtype == "bfloat16"
     assert results.sparsity.actual_sparsity >= 0.5
     assert "threshold (every weight with" in (out / "README.md").read_text()
+
+
+def test_a_folder_in_use_by_another_run_is_never_taken(tmp_path):
+    """Runs that differ only in seed or dtype share a default folder: the one still pruning keeps it."""
+    first, second = RunFolder(tmp_path / "run"), RunFolder(tmp_path / "run")
+    first.claim("seed-0", overwrite=False)
+    (first.staging / "model.safetensors").parent.mkdir(parents=True)
+    (first.staging / "model.safetensors").write_bytes(b"half a shard")
+    for overwrite in (False, True):
+        with pytest.raises(OutputDirError, match="in use by another publish-pruned run"):
+            second.claim("seed-1", overwrite=overwrite)
+    assert (first.staging / "model.safetensors").read_bytes() == b"half a shard"
+    first.release()  # as if it had died mid-prune: its staging is work of another run, not to be taken silently
+    with pytest.raises(OutputDirError, match="holds a different run"):
+        second.claim("seed-1", overwrite=False)
+    second.claim("seed-1", overwrite=True)
+    assert not first.staging.exists() and second.record("run") == {"identity": "seed-1"}
+    second.release()
+    RunFolder(tmp_path / "run").claim("seed-2", overwrite=False)  # seed-1 finished nothing: free to replace
