@@ -7,7 +7,7 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_17_x86_64 -d .whl transformers==5.24.0 huggingface_hub==2.4.0 httpx2==2.16.2 \
 #     httpcore2==2.16.2 truststore==0.10.5 tokenizers==0.23.3 gguf==0.19.0 click==8.5.1
-set -u
+set -u -o pipefail
 OUT=${OUT:-/tmp/accelerator-check}
 mkdir -p "$OUT"
 if [ -d .whl ]; then
@@ -22,6 +22,6 @@ python3 -c "import torch, transformers, huggingface_hub, accelerate, click; prin
 timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_accelerators.py -k "not whole_command${1:+ and ($1)}" \
   2>&1 | tee "$OUT/tests.log"
 # The whole command publishes to the bundled local Hub (127.0.0.1), which offline mode would refuse.
-HF_HUB_OFFLINE=0 timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_accelerators.py -k whole_command \
+HF_HUB_OFFLINE=0 timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_accelerators.py -k "whole_command${1:+ and ($1)}" \
   2>&1 | tee -a "$OUT/tests.log"
 timeout 300 python3 bench/bench_accelerator.py ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"

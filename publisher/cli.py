@@ -512,7 +512,7 @@ def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path:
     from .hub.publish import check_write_access, finish_published
     from .model_io import resolve_source
     from .pipeline import RunOptions
-    from .prune.calibration import hub_commit
+    from .prune.calibration import moved_calibration
     from .release import load_manifest, published_commit, run_release, select_shard, summary_lines, write_summary
     from .runner import PLACEHOLDER_NAMESPACE, PublishTarget, run_and_publish
 
@@ -529,7 +529,7 @@ def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path:
     quiet_libraries()
 
     pins: dict[tuple[str, str | None], str | None] = {}
-    calibration_pins: dict[tuple[str | None, str | None], str | None] = {}
+    moves: dict[tuple[str | None, str | None, str], bool] = {}
 
     def base_pin(settings: RunSettings) -> str | None:
         """The base's commit or content hash, resolved once per model (a local folder is hashed whole)."""
@@ -539,21 +539,20 @@ def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path:
             pins[key] = source.revision or source.content_sha256
         return pins[key]
 
-    def calibration_pin(settings: RunSettings) -> str | None:
-        """The commit a calibrated method's Hub dataset points at now, resolved once per dataset and revision."""
-        if not settings.uses_calibration:
-            return None
-        key = (settings.calibration_dataset, settings.calibration_revision)
-        if key not in calibration_pins:
-            calibration_pins[key] = hub_commit(*key)
-        return calibration_pins[key]
+    def calibration_moved(settings: RunSettings, used: str) -> bool:
+        """Whether a calibrated method's Hub dataset holds other data than commit `used`; asked once each."""
+        key = (settings.calibration_dataset, settings.calibration_revision, used)
+        if key not in moves:
+            moves[key] = settings.uses_calibration and moved_calibration(*key) is not None
+        return moves[key]
 
     def published(artifact):
         if dry_run or rebuild or push_options.create_pr:  # a pull request's fate is not ours to read
             return None
         repo_id, settings = artifact.repo_id(namespace), artifact.settings()
         commit = published_commit(api, repo_id, artifact, base=base_pin(settings),
-                                  calibration=calibration_pin(settings), revision=push_options.branch)
+                                  calibration_moved=lambda used: calibration_moved(settings, used),
+                                  revision=push_options.branch)
         if commit is None:
             return None
         finish_published(api, repo_id, commit, push_options, private=private)  # this manifest's tag, gate, collection

@@ -34,7 +34,7 @@ from .model_io import (
 )
 from .placement import check_devices_present
 from .prune import get_method
-from .prune.calibration import hub_commit
+from .prune.calibration import DEFAULT_DATASET, moved_calibration
 from .prune.nm import checkpoint_nm_violations
 from .prune.sparsity import measure_checkpoint
 from .prune.structure import parse_structure
@@ -155,17 +155,16 @@ def _run_stages(settings: RunSettings, options: RunOptions, folder: RunFolder, s
 
 
 def _calibration_moved(settings: RunSettings, prune_state: dict) -> bool:
-    """Whether an unpinned Hub calibration dataset now points at another commit than the weights were pruned
-    with (the prune key holds its name only; a local file's sha256 and a pinned revision are in the key)."""
-    if not settings.uses_calibration:
-        return False
+    """Whether an unpinned Hub calibration dataset now holds other data than the weights were pruned with (the
+    prune key holds its name only; a local file's sha256 and a pinned revision are in the key)."""
     used = (prune_state["pruning"].get("calibration") or {}).get("revision")
-    now = hub_commit(settings.calibration_dataset, settings.calibration_revision) if used else None
-    if now is None or now == used:  # a local file, or the Hub cannot tell (offline): keep the pruned weights
+    if not settings.uses_calibration or not used:
         return False
-    log.warning("calibration dataset %s moved from %s to %s: pruning again", settings.calibration_dataset
-                or "allenai/c4", used[:12], now[:12])
-    return True
+    now = moved_calibration(settings.calibration_dataset, settings.calibration_revision, used)
+    if now is not None:
+        log.warning("calibration dataset %s moved from %s to %s with other data: pruning again",
+                    settings.calibration_dataset or DEFAULT_DATASET, used[:12], now[:12])
+    return now is not None
 
 
 def eval_files(root: Path) -> list[str]:

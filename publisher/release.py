@@ -278,7 +278,7 @@ def write_summary(path: Path, summary: ReleaseSummary) -> None:
 
 
 def published_commit(api: Any, repo_id: str, artifact: Artifact, tool_version: str = __version__, *,
-                     base: str | None = None, calibration: str | None = None,
+                     base: str | None = None, calibration_moved: Callable[[str], bool] | None = None,
                      revision: str | None = None) -> str | None:
     """The commit of `repo_id` (at branch `revision`, default main) if it holds this artifact, complete, made
     by this tool version.
@@ -286,9 +286,9 @@ def published_commit(api: Any, repo_id: str, artifact: Artifact, tool_version: s
     "Identical" means: a publish-pruned card; a results.json whose settings match `artifact.identity()`, whose
     base model was pinned to `base` (the Hub commit or local content sha256 `resolve_source` gives; given by
     callers that can resolve it, since a model id or path says nothing of the bytes behind it) and whose tool
-    version is `tool_version`; for a calibrated method given `calibration` (the commit its Hub calibration
-    dataset points at now), calibrated at that commit; and every checkpoint file it lists present with the
-    same size and sha256.
+    version is `tool_version`; whose Hub calibration dataset, given `calibration_moved` (called with the
+    commit the published run calibrated on), did not move since; and every checkpoint file it lists present
+    with the same size and sha256.
     """
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
@@ -311,7 +311,7 @@ def published_commit(api: Any, repo_id: str, artifact: Artifact, tool_version: s
     if (data.get("tool") or {}).get("version") != tool_version:
         return None
     used = ((data.get("pruning") or {}).get("calibration") or {}).get("revision")
-    if calibration is not None and used is not None and used != calibration:  # the dataset moved since
+    if calibration_moved is not None and used and calibration_moved(used):
         return None
     for name, digest in (data.get("files") or {}).items():
         entry = remote.files.get(name)

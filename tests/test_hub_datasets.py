@@ -65,8 +65,10 @@ def publish_dataset(hub: HubEmulator, repo_id: str, folder: Path, message: str =
     return api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=folder, commit_message=message).oid
 
 
-def run_loader(hub: HubEmulator, tmp_path: Path, loader: str, **kwargs: Any) -> Any:
-    """Run `_child_<loader>(**kwargs)` in a fresh interpreter pointed at the emulator; its JSON result."""
+def run_loader(hub: HubEmulator, tmp_path: Path, loader: str, *, child_env: dict[str, str] | None = None,
+               **kwargs: Any) -> Any:
+    """Run `_child_<loader>(**kwargs)` in a fresh interpreter pointed at the emulator (plus `child_env`); its
+    JSON result."""
     home = tmp_path / "hf-home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
     env |= {
@@ -77,7 +79,7 @@ def run_loader(hub: HubEmulator, tmp_path: Path, loader: str, **kwargs: Any) -> 
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(TESTS)]),
-    }
+    } | (child_env or {})
     out = tmp_path / f"{loader}-result.json"
     script = ("import json, sys, test_hub_datasets as t; "
               f"json.dump(t._child_{loader}(**json.loads(sys.argv[1])), open(sys.argv[2], 'w'))")
@@ -131,6 +133,23 @@ def _child_wanda_run(model_dir: str, out_dirs: list[str], revisions: list[str | 
         calibration = read_results(Path(out) / "results.json").pruning.calibration
         found.append({**calibration, "skipped": json.loads(result.stdout)["skipped_stages"]})
     return found
+
+
+def _child_release(manifest: str, output_root: str, token_file: str, runs: int) -> list[str]:
+    """`publish-pruned release MANIFEST` against the emulator, `runs` times: the summary's last line each time."""
+    import os
+
+    from click.testing import CliRunner
+
+    from publisher.cli import main
+
+    lines = []
+    for _ in range(runs):
+        result = CliRunner().invoke(main, ["release", manifest, "--output-root", output_root, "--token-file",
+                                           token_file, "--hub-endpoint", os.environ["HF_ENDPOINT"]])
+        assert result.exit_code == 0, result.output
+        lines.append(result.stdout.strip().splitlines()[-1])
+    return lines
 
 
 def _child_bbq(categories: Any, conditions: list[str], revisions: list[str | None]) -> list[dict[str, Any]]:
@@ -282,6 +301,7 @@ def test_a_wanda_run_calibrates_at_the_pinned_dataset_revision(dataset_hub, tmp_
 
 
 def test_an_unpinned_calibration_dataset_that_moved_is_calibrated_again(dataset_hub, tmp_path):
+    from huggingface_hub import HfApi
     from tiny_models import save_tiny_model
 
     old = publish_dataset(dataset_hub, "allenai/c4", _c4_folder(tmp_path / "c4-v1", 0))
@@ -289,10 +309,36 @@ def test_an_unpinned_calibration_dataset_that_moved_is_calibrated_again(dataset_
     first, again = run_loader(dataset_hub, tmp_path, "wanda_run", model_dir=str(model), out_dirs=[out, out],
                               revisions=[None, None])
     assert first["revision"] == again["revision"] == old and "prune" in again["skipped"]  # nothing moved: resumed
+    HfApi(endpoint=dataset_hub.url, token=OWNER_TOKEN["allenai"]).upload_file(
+        path_or_fileobj=(C4_README + "Edited.\n").encode(), path_in_repo="README.md", repo_id="allenai/c4",
+        repo_type="dataset")
+    (readme_only,) = run_loader(dataset_hub, tmp_path, "wanda_run", model_dir=str(model), out_dirs=[out],
+                                revisions=[None])
+    assert "prune" in readme_only["skipped"] and readme_only["revision"] == old  # the same data: kept
     new = publish_dataset(dataset_hub, "allenai/c4", _c4_folder(tmp_path / "c4-v2", 100), "Replace the shards")
+    (offline,) = run_loader(dataset_hub, tmp_path, "wanda_run", model_dir=str(model), out_dirs=[out],
+                            revisions=[None], child_env={"HF_HUB_OFFLINE": "1"})
+    assert "prune" in offline["skipped"]  # the Hub cannot tell: the finished prune is kept
     (moved,) = run_loader(dataset_hub, tmp_path, "wanda_run", model_dir=str(model), out_dirs=[out], revisions=[None])
     assert moved["revision"] == new and "prune" not in moved["skipped"]
     assert moved["token_sha256"] != first["token_sha256"]
+
+
+def test_release_republishes_a_calibrated_artifact_whose_dataset_moved(dataset_hub, tmp_path):
+    from tiny_models import save_tiny_model
+
+    publish_dataset(dataset_hub, "allenai/c4", _c4_folder(tmp_path / "c4-v1", 0))
+    model = save_tiny_model("llama", tmp_path / "base")
+    manifest = tmp_path / "release.yaml"
+    manifest.write_text(json.dumps({
+        "models": [{"model": str(model), "base_model_id": "test-org/tiny"}], "methods": ["wanda"],
+        "sparsities": [0.5], "defaults": {"calibration_samples": 4, "calibration_seq_len": 24}}))
+    (tmp_path / "token").write_text(OWNER_TOKEN["allenai"])
+    args = {"manifest": str(manifest), "output_root": str(tmp_path / "runs"), "token_file": str(tmp_path / "token")}
+    assert run_loader(dataset_hub, tmp_path, "release", runs=2, **args) == ["release: 1 published",
+                                                                            "release: 1 skipped"]
+    publish_dataset(dataset_hub, "allenai/c4", _c4_folder(tmp_path / "c4-v2", 100), "Replace the shards")
+    assert run_loader(dataset_hub, tmp_path, "release", runs=1, **args) == ["release: 1 published"]
 
 
 # ---------------------------------------------------------------- BBQ

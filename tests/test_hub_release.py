@@ -129,8 +129,10 @@ def test_published_commit_recognises_identical_content_only(hub, tmp_path_factor
     results = json.loads((run.output_dir / "results.json").read_text())
     results["pruning"]["calibration"] = {"dataset": "allenai/c4", "revision": "c4-commit-1"}
     api.upload_file(path_or_fileobj=json.dumps(results).encode(), path_in_repo="results.json", repo_id=repo_id)
-    assert published_commit(api, repo_id, artifact, calibration="c4-commit-2") is None  # the dataset moved since
-    assert published_commit(api, repo_id, artifact, calibration="c4-commit-1") is not None
+    asked = []
+    moved = lambda used: asked.append(used) or True  # noqa: E731 - the dataset holds other data since
+    assert published_commit(api, repo_id, artifact, calibration_moved=moved) is None and asked == ["c4-commit-1"]
+    assert published_commit(api, repo_id, artifact, calibration_moved=lambda used: False) is not None
     api.delete_file("model.safetensors", repo_id)  # incomplete on the Hub: publish again
     assert published_commit(api, repo_id, artifact) is None
 

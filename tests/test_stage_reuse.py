@@ -131,7 +131,10 @@ def test_a_local_base_is_read_once_per_process_while_unchanged(tmp_path, monkeyp
     settings = RunSettings(model=str(tmp_path / "base"), sparsity=0.5)
     first = resolve_source(settings).content_sha256
     files = len(reads)
-    assert files >= 3 and resolve_source(settings).content_sha256 == first and len(reads) == files
+    assert files >= 3 and resolve_source(settings).content_sha256 == first and len(reads) == 2 * files  # all new
+    monkeypatch.setattr(hashing, "_SETTLED_NS", 0)  # as if written long ago
+    resolve_source(settings)
+    assert resolve_source(settings).content_sha256 == first and len(reads) == 3 * files
     config = tmp_path / "base" / "config.json"
     config.write_text(config.read_text() + " ")  # the same JSON, one byte more
-    assert resolve_source(settings).content_sha256 != first and len(reads) == files + 1
+    assert resolve_source(settings).content_sha256 != first and len(reads) == 3 * files + 1
