@@ -3,11 +3,19 @@
     >>> datasets = datasets_module(BbqDataError, "loading BBQ", "pass a folder of BBQ JSONL files with --bbq-path")
     >>> revision = dataset_commit("Elfsong/BBQ", None)      # the commit sha `main` points at now
     >>> dataset_data_files("allenai/c4", revision)          # path → git blob id, documentation left out
+    >>> moved_dataset("allenai/c4", None, recorded)         # main's commit if its data differ from `recorded`
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from types import ModuleType
+
+CHECK_TIMEOUT_S = 20  # for `moved_dataset`: a stalled network must not hang a resumed run
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+log = logging.getLogger(__name__)
 
 
 def datasets_module(error: type[Exception], what: str, instead: str) -> ModuleType:
@@ -36,3 +44,27 @@ def dataset_data_files(name: str, revision: str) -> dict[str, str]:
     tree = HfApi().list_repo_tree(name, repo_type="dataset", revision=revision, recursive=True)
     documentation = (".md", ".gitattributes")
     return {e.path: e.blob_id for e in tree if isinstance(e, RepoFile) and not e.path.endswith(documentation)}
+
+
+def moved_dataset(name: str, revision: str | None, used: str) -> str | None:
+    """The commit a Hub dataset's `revision` (None: main) points at now, if it holds other data than commit
+    `used` (the one a stage read); else None.
+
+    Only data count: a commit that changes nothing but Markdown or `.gitattributes` (a README edit) is not a
+    move. None for a full commit id (it cannot move) and when the Hub cannot tell within `CHECK_TIMEOUT_S`
+    (offline, gated, a deleted branch): callers keep what they have.
+    """
+    if revision is not None and _COMMIT.fullmatch(revision):
+        return None
+    from .hub.retry import http_timeouts  # late: the Hub client is not needed for local data
+
+    try:
+        with http_timeouts(CHECK_TIMEOUT_S):
+            now = dataset_commit(name, revision)
+            if now == used or dataset_data_files(name, now) == dataset_data_files(name, used):
+                return None
+    except Exception as error:
+        log.info("could not check whether dataset %s moved since %s (%s); keeping what was made from it",
+                 name, used[:12], type(error).__name__)
+        return None
+    return now

@@ -23,6 +23,7 @@ from .card import CardSettings, write_card
 from .environment import tool_info
 from .errors import OutputDirError
 from .evaluation import EVAL_DIR, EvalSettings, evaluate_run
+from .hub_data import moved_dataset
 from .model_io import (
     ResolvedSource,
     digest_files,
@@ -167,6 +168,26 @@ def _calibration_moved(settings: RunSettings, prune_state: dict) -> bool:
     return now is not None
 
 
+def _measurement_data_moved(evaluation: EvalSettings, metrics: dict) -> bool:
+    """Whether Hub data a stored measurement read (perplexity rows, BBQ) now holds other data than the commit
+    it recorded (the measure key holds the dataset names only; local files' sha256 are in the key)."""
+    from .measure.bbq import bbq_source
+    from .measure.perplexity import ppl_source
+
+    read: list[tuple[str, str | None]] = []
+    if evaluation.runs("ppl") and (ppl := ppl_source(evaluation.ppl_data)).kind == "hub":
+        read.append((ppl.name, ((metrics.get("perplexity") or {}).get("pruned") or {}).get("data", {}).get("revision")))
+    if evaluation.runs("srs") and (bbq := bbq_source(evaluation.bbq_path)).kind == "hub":
+        label = ((metrics.get("srs") or {}).get("data") or {}).get("source") or ""  # hub:<name>@<commit>
+        read.append((bbq.name, label.rpartition("@")[2] or None))
+    for name, used in read:
+        now = moved_dataset(name, None, used) if used else None
+        if now is not None:
+            log.warning("dataset %s moved from %s to %s with other data: measuring again", name, used[:12], now[:12])
+            return True
+    return False
+
+
 def eval_files(root: Path) -> list[str]:
     """Raw evaluation records in the run folder (published beside the results)."""
     return sorted(str(p.relative_to(root)) for p in (root / EVAL_DIR).glob("*.jsonl"))
@@ -189,7 +210,8 @@ def _measure_stage(settings: RunSettings, options: RunOptions, folder: RunFolder
                            "dense": _dense_identity(source, settings)})
         state = folder.record("measure")
         if state and state.get("key") == key and isinstance(state.get("files"), dict) \
-                and folder.files_intact(state["files"]):  # the reply files, byte for byte
+                and folder.files_intact(state["files"]) \
+                and not _measurement_data_moved(evaluation, state["metrics"]):  # files: the replies, byte for byte
             skipped.append("measure")
             options.on_stage("measure", "skipped")
             return state["metrics"]

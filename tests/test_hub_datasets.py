@@ -152,6 +152,24 @@ def _child_release(manifest: str, output_root: str, token_file: str, runs: int) 
     return lines
 
 
+def _child_measured_run(model_dir: str, out: str, cache: str) -> dict[str, Any]:
+    """The main command measuring perplexity (Tulu-3) and SRS (BBQ) from the Hub: the stages it reused and the
+    commits its figures recorded."""
+    from click.testing import CliRunner
+
+    from publisher.cli import main
+    from publisher.results import read_results
+
+    result = CliRunner().invoke(main, [
+        "--model", model_dir, "--sparsity", "0.5", "--dry-run", "--json", "--output-dir", out, "--cache-dir", cache,
+        "--base-model-id", "test-org/tiny-chat", "--skip-eval", "latency", "--ppl-samples", "4", "--ppl-seq-len",
+        "24", "--bbq-categories", "Age", "--bbq-limit", "2"])
+    assert result.exit_code == 0, result.output
+    metrics = read_results(Path(out) / "results.json").metrics
+    return {"skipped": json.loads(result.stdout)["skipped_stages"], "bbq": metrics["srs"]["data"]["source"],
+            "ppl": metrics["perplexity"]["pruned"]["data"]["revision"]}
+
+
 def _child_bbq(categories: Any, conditions: list[str], revisions: list[str | None]) -> list[dict[str, Any]]:
     """`load_bbq` from Elfsong/BBQ at each revision (None: main), with the split names `datasets` sees."""
     from dataclasses import asdict
@@ -467,3 +485,36 @@ def test_perplexity_rows_from_tulu_equal_the_same_rows_read_locally(dataset_hub,
     fetched = {r.path for r in dataset_hub.requests if r.method == "GET" and "/resolve/" in r.path and r.status == 200}
     assert {f"/datasets/allenai/tulu-3-sft-mixture/resolve/{sha}/data/train-0000{i}-of-00002.parquet"
             for i in range(2)} <= fetched
+
+
+# ---------------------------------------------------------------- measurement data that moves
+
+def test_measurements_on_hub_data_that_moved_are_measured_again(dataset_hub, tmp_path):
+    from fixtures.measure_models import tiny_chat_model
+    from huggingface_hub import HfApi
+
+    tulu = tmp_path / "tulu"
+    _write_parquet(tulu / "data" / "train-00000-of-00001.parquet", _tulu_rows(30))
+    (tulu / "README.md").write_text(TULU_README)
+    old_tulu = publish_dataset(dataset_hub, "allenai/tulu-3-sft-mixture", tulu)
+    old_bbq = publish_dataset(dataset_hub, "Elfsong/BBQ", _bbq_folder(tmp_path / "bbq-v1", "v1"))
+    model, tokenizer = tiny_chat_model()
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    args = {"model_dir": str(tmp_path / "base"), "out": str(tmp_path / "run"), "cache": str(tmp_path / "cache")}
+
+    def run() -> dict[str, Any]:
+        return run_loader(dataset_hub, tmp_path, "measured_run", **args)
+
+    first, again = run(), run()
+    assert (first["ppl"], first["bbq"]) == (old_tulu, f"hub:Elfsong/BBQ@{old_bbq}")
+    assert "measure" not in first["skipped"] and "measure" in again["skipped"]
+    readme_edit = HfApi(endpoint=dataset_hub.url, token=OWNER_TOKEN["allenai"]).upload_file(
+        path_or_fileobj=(TULU_README + "Edited.\n").encode(), path_in_repo="README.md",
+        repo_id="allenai/tulu-3-sft-mixture", repo_type="dataset").oid
+    kept = run()
+    assert "measure" in kept["skipped"] and kept["ppl"] == old_tulu  # a README commit: the same data
+    new_bbq = publish_dataset(dataset_hub, "Elfsong/BBQ", _bbq_folder(tmp_path / "bbq-v2", "v2"), "Reword contexts")
+    moved = run()
+    assert "measure" not in moved["skipped"] and "prune" in moved["skipped"]
+    assert (moved["ppl"], moved["bbq"]) == (readme_edit, f"hub:Elfsong/BBQ@{new_bbq}")  # both read again, at main

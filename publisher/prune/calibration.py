@@ -31,8 +31,6 @@ import gzip
 import hashlib
 import io
 import json
-import logging
-import re
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -43,7 +41,7 @@ import torch
 
 from ..errors import SettingsError
 from ..hashing import sha256_file
-from ..hub_data import dataset_commit, dataset_data_files, datasets_module
+from ..hub_data import dataset_commit, datasets_module, moved_dataset
 from ..jsonl import json_lines
 
 DEFAULT_DATASET = "allenai/c4"
@@ -58,10 +56,6 @@ SAMPLING = (
     "consecutive tokens at a seeded uniform offset (Wanda/SparseGPT get_c4, without repeats)"
 )
 LOCAL_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
-CHECK_TIMEOUT_S = 20  # for `moved_calibration`: a stalled network must not hang a resumed run
-_COMMIT = re.compile(r"[0-9a-f]{40}")
-
-log = logging.getLogger(__name__)
 
 
 class CalibrationError(SettingsError):
@@ -188,30 +182,13 @@ def token_sha256(ids: torch.Tensor) -> str:
 
 
 def moved_calibration(source: str | Path | None, revision: str | None, used: str) -> str | None:
-    """The commit a Hub calibration dataset's `revision` (None: main) points at now, if it holds other data
-    than commit `used` (the one calibrated on); else None.
+    """`hub_data.moved_dataset` for a calibration source: None for a local file (its sha256 is compared instead).
 
         >>> moved_calibration(None, None, record.revision)   # allenai/c4 main, against what a run recorded
-
-    Only data count: a commit that changes nothing but Markdown or `.gitattributes` (a README edit) is not a
-    move. None for a local file (its sha256 is compared instead), for a full commit id (it cannot move), and
-    when the Hub cannot tell within `CHECK_TIMEOUT_S` (offline, gated): callers keep what they have.
     """
-    if (source is not None and _is_local(source)) or (revision is not None and _COMMIT.fullmatch(revision)):
+    if source is not None and _is_local(source):
         return None
-    from ..hub.retry import http_timeouts  # late: the Hub client is not needed for local data
-
-    name = str(source or DEFAULT_DATASET)
-    try:
-        with http_timeouts(CHECK_TIMEOUT_S):
-            now = dataset_commit(name, revision)
-            if now == used or dataset_data_files(name, now) == dataset_data_files(name, used):
-                return None
-    except Exception as error:  # offline, gated, deleted branch: keep what was calibrated
-        log.info("could not check whether calibration dataset %s moved (%s); keeping what was calibrated on %s",
-                 name, type(error).__name__, used[:12])
-        return None
-    return now
+    return moved_dataset(str(source or DEFAULT_DATASET), revision, used)
 
 
 def _is_local(source: str | Path) -> bool:
