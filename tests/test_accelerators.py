@@ -77,12 +77,10 @@ def test_an_accelerator_prunes_2_4_like_the_cpu(setup, tmp_path, device, method)
         assert same > (0.9999 if method == "magnitude" else 0.98), f"{name}: masks agree on {same:.2%}"
 
 
-@pytest.mark.parametrize("device", ACCELERATORS)
-def test_the_measure_stage_on_an_accelerator_matches_the_cpu(tmp_path, device):
-    """Perplexity and SRS of dense and pruned, on the accelerator: the same items, perplexity within 0.5 %."""
-    from fixtures.measure_models import FIXTURES, tiny_chat_model
-
-    from publisher.results import read_results
+@pytest.fixture
+def chat_base(tmp_path):
+    """A tiny chat model saved to `base/` and a text file `text.jsonl` for perplexity and calibration."""
+    from fixtures.measure_models import tiny_chat_model
 
     model, tokenizer = tiny_chat_model()
     model.save_pretrained(tmp_path / "base")
@@ -90,6 +88,17 @@ def test_the_measure_stage_on_an_accelerator_matches_the_cpu(tmp_path, device):
     with open(tmp_path / "text.jsonl", "w") as f:
         for i in range(12):
             f.write(json.dumps({"text": " ".join(f"w{(i * 5 + j * 11) % 126}" for j in range(60))}) + "\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("device", ACCELERATORS)
+def test_the_measure_stage_on_an_accelerator_matches_the_cpu(chat_base, device):
+    """Perplexity and SRS of dense and pruned, on the accelerator: the same items, perplexity within 0.5 %."""
+    from fixtures.measure_models import FIXTURES
+
+    from publisher.results import read_results
+
+    tmp_path = chat_base
     metrics = {}
     for where in ("cpu", device):
         out = tmp_path / where
@@ -111,19 +120,14 @@ def test_the_measure_stage_on_an_accelerator_matches_the_cpu(tmp_path, device):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
-def test_the_whole_command_on_a_gpu_publishes_a_verified_run(tmp_path, monkeypatch):
+def test_the_whole_command_on_a_gpu_publishes_a_verified_run(chat_base, monkeypatch):
     """The main command as a user types it with --device cuda: Wanda, perplexity and SRS measured on the GPU, the
     card names the GPU, and the run is published to the local Hub, its shard's zeros re-counted from there."""
-    from fixtures.measure_models import FIXTURES, tiny_chat_model
+    from fixtures.measure_models import FIXTURES
 
     from publisher.results import read_results
 
-    model, tokenizer = tiny_chat_model()
-    model.save_pretrained(tmp_path / "base")
-    tokenizer.save_pretrained(tmp_path / "base")
-    with open(tmp_path / "text.jsonl", "w") as f:
-        for i in range(12):
-            f.write(json.dumps({"text": " ".join(f"w{(i * 5 + j * 11) % 126}" for j in range(60))}) + "\n")
+    tmp_path = chat_base
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, [
         "--model", str(tmp_path / "base"), "--sparsity", "0.5", "--method", "wanda", "--device", "cuda",
