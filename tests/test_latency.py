@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from tiny_models import SHARED, STORIES, save_tiny_model
+from tiny_models import CONFIGS, SHARED, STORIES, save_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from publisher.errors import SettingsError
@@ -246,7 +246,7 @@ def test_mlx_reads_transformers5_rope_parameters_and_shards(tmp_path):
 
 
 @needs_mlx
-@pytest.mark.parametrize("arch", ["llama", "mistral", "gemma2", "phi3", "qwen2"])
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
 def test_mlx_perplexity_matches_torch_on_tiny_models(tmp_path, arch):
     folder = save_tiny_model(arch, tmp_path / arch)
     rows = torch.from_numpy(np.random.default_rng(0).integers(0, 128, size=(4, 32)))

@@ -7,11 +7,15 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers.models.cohere import CohereConfig
 from transformers.models.gemma2 import Gemma2Config
+from transformers.models.gemma3 import Gemma3TextConfig
 from transformers.models.llama import LlamaConfig
 from transformers.models.mistral import MistralConfig
+from transformers.models.olmo2 import Olmo2Config
 from transformers.models.phi3 import Phi3Config
 from transformers.models.qwen2 import Qwen2Config
+from transformers.models.qwen3 import Qwen3Config
 
 SHARED = Path(os.environ.get("PUBLISH_PRUNED_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 STORIES = SHARED / "models" / "stories260K"
@@ -32,6 +36,14 @@ CONFIGS = {
     "gemma2": lambda: Gemma2Config(**_COMMON, head_dim=8),
     "phi3": lambda: Phi3Config(**_COMMON, pad_token_id=0, bos_token_id=0, eos_token_id=127),
     "qwen2": lambda: Qwen2Config(**_COMMON),
+    # Newer families: q/k norms (Qwen3, Gemma-3, OLMo-2), sliding + global layers (Gemma-3), and attention and
+    # MLP side by side on one normalised input (Cohere).
+    "qwen3": lambda: Qwen3Config(**_COMMON, head_dim=8),
+    # Gemma-3 repeats 5 sliding layers and 1 global; MLX reads the pattern's last layer, so with 2 layers the
+    # pattern is 2: one of each.
+    "gemma3": lambda: Gemma3TextConfig(**_COMMON, head_dim=8, sliding_window_pattern=2),
+    "olmo2": lambda: Olmo2Config(**_COMMON),
+    "cohere": lambda: CohereConfig(**_COMMON),
 }
 
 
