@@ -37,7 +37,7 @@ from .placement import check_devices_present
 from .prune import get_method
 from .prune.calibration import DEFAULT_DATASET, moved_calibration
 from .prune.nm import checkpoint_nm_violations
-from .prune.sparsity import measure_checkpoint
+from .prune.sparsity import measure_checkpoint, weight_locations
 from .prune.structure import parse_structure
 from .prune_stage import prune_stage
 from .results import (
@@ -103,7 +103,7 @@ def _run_stages(settings: RunSettings, options: RunOptions, folder: RunFolder, s
     prune_key = settings.prune_key(source.identity)
     prune_state = folder.record("prune")
     if prune_state and prune_state.get("key") == prune_key and folder.files_intact(prune_state["files"]) \
-            and not _calibration_moved(settings, prune_state):
+            and _layers_saved(folder, prune_state) and not _calibration_moved(settings, prune_state):
         skipped.append("prune")
         options.on_stage("prune", "skipped")
     else:
@@ -153,6 +153,13 @@ def _run_stages(settings: RunSettings, options: RunOptions, folder: RunFolder, s
     published = dict(checkpoint_files)
     published.update(digest_files(folder.root, [RESULTS_FILE, CARD_FILE, *plots, *eval_files(folder.root)]))
     return RunOutcome(folder.root, folder.root / CARD_FILE, results, published, skipped, warnings)
+
+
+def _layers_saved(folder: RunFolder, prune_state: dict) -> bool:
+    """Whether every pruned layer the record names is in the saved files (records of older versions named some
+    models' layers by module name where the files use checkpoint names)."""
+    saved = weight_locations(folder.root)
+    return all(layer["name"] in saved for layer in prune_state["pruning"]["layers"])
 
 
 def _calibration_moved(settings: RunSettings, prune_state: dict) -> bool:

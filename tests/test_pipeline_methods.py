@@ -6,7 +6,7 @@ import random
 import pytest
 from click.testing import CliRunner
 from safetensors.torch import load_file
-from tiny_models import save_tiny_model
+from tiny_models import expected_prunable, save_tiny_gemma3_vlm, save_tiny_model
 
 from publisher.cli import main
 from publisher.results import read_results
@@ -17,6 +17,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("methods")
     save_tiny_model("llama", root / "llama")
     save_tiny_model("phi3", root / "phi3")
+    save_tiny_gemma3_vlm(root / "gemma3-vlm")
     rng = random.Random(0)
     with open(root / "calib.jsonl", "w") as f:
         for _ in range(30):
@@ -72,3 +73,21 @@ def test_bad_structure_and_calibration_input(setup, tmp_path, extra, message):
     result = run(setup, "llama", out, *extra)
     assert result.exit_code == 2 and message in result.stderr, result.output
     assert not (out / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+def test_a_vision_language_gemma3_prunes_its_text_decoder_under_the_saved_names(setup, tmp_path, method):
+    """The text decoder's linears are pruned and counted under the names the files use; the tower is untouched."""
+    out = tmp_path / "run"
+    result = run(setup, "gemma3-vlm", out, "--method", method)
+    assert result.exit_code == 0, result.output
+    results = read_results(out / "results.json")
+    names = [layer.name for layer in results.sparsity.layers]
+    assert len(names) == 14 and all(n.startswith("language_model.model.layers.") for n in names)
+    assert results.sparsity.prunable_params == expected_prunable("gemma3")
+    assert results.sparsity.zero_params == results.sparsity.prunable_params // 2
+    pruned, base = load_file(out / "model.safetensors"), load_file(setup / "gemma3-vlm" / "model.safetensors")
+    assert set(pruned) == set(base)
+    for name, tensor in base.items():
+        if name not in names:
+            assert pruned[name].equal(tensor), name  # vision tower, embeddings, norms: as they were

@@ -62,6 +62,24 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>")
 
 
+def save_tiny_gemma3_vlm(folder: Path, seed: int = 0) -> Path:
+    """Gemma-3 as the Hub ships it from 4B up: `Gemma3ForConditionalGeneration`, a vision tower beside the text
+    decoder, saved under the original checkpoint names (`language_model.model.layers…`). The tower's blocks
+    have the text blocks' width, so some of its weights share a text weight's name tail and shape."""
+    from transformers.models.gemma3 import Gemma3Config
+
+    torch.manual_seed(seed)
+    config = Gemma3Config(
+        text_config=dict(_COMMON, head_dim=8, sliding_window_pattern=2),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=28, patch_size=14),
+        mm_tokens_per_image=4, image_token_index=120, boi_token_index=121, eoi_token_index=122)
+    folder.mkdir(parents=True, exist_ok=True)
+    AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval().save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
 def save_tiny_model(arch: str, folder: Path, *, seed: int = 0, readme: str | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     build_model(arch, seed).save_pretrained(folder)
