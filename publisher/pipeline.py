@@ -90,9 +90,14 @@ def run_pipeline(settings: RunSettings, options: RunOptions) -> RunOutcome:
     check_devices_present(settings)
     source = resolve_source(settings, endpoint=options.endpoint, token=options.token)
     folder = RunFolder(options.output_dir)
+    created = not folder.root.exists()
     folder.claim(run_identity(settings), options.overwrite)
     try:
         return _run_stages(settings, options, folder, source)
+    except BaseException:
+        if created:
+            folder.discard_if_unfinished()  # a run that failed before any stage finished leaves no folder
+        raise
     finally:
         folder.release()
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelSourceError
+from .errors import ArchitectureError, ModelSourceError
 from .prune import METHODS
-from .prune.scope import prunable_linears
+from .prune.scope import check_prunable_scope, prunable_linears
 from .prune.structure import parse_structure
 from .settings import validate_repo_id
 
@@ -39,6 +39,7 @@ class Plan:
     memory_needed_bytes: int  # loaded: weights + the largest per-matrix working set of magnitude pruning
     streamed_memory_bytes: int  # magnitude/random streamed from safetensors: two tensors at a time
     methods: dict[str, str] = field(default_factory=dict)  # method → "ok" or why it does not apply
+    unsupported: str | None = None  # why the model cannot be pruned at all (e.g. experts outside nn.Linear)
 
 
 def load_config(model: str, *, revision: str | None = None, endpoint: str | None = None, token: str | None = None):
@@ -82,8 +83,15 @@ def plan_model(model: str, sparsity: float, *, structure: str = "unstructured", 
     largest_tensor = max(p.numel() for p in skeleton.parameters())
     methods = {}
     misfit = next((x.name for x in layers if not shape.fits(x.module.in_features)), None)
+    try:
+        check_prunable_scope(skeleton)
+        unsupported = None
+    except ArchitectureError as error:
+        unsupported = str(error)
     for name, method in sorted(METHODS.items()):
-        if misfit:
+        if unsupported:
+            methods[name] = "not supported"
+        elif misfit:
             methods[name] = f"{shape} does not fit {misfit} (in_features not divisible by {shape.m})"
         elif method.needs_calibration:
             methods[name] = "ok (needs calibration data)"
@@ -97,7 +105,7 @@ def plan_model(model: str, sparsity: float, *, structure: str = "unstructured", 
         # magnitude's working set: |w| as float32 scores + a bool mask for the largest matrix
         memory_needed_bytes=total * bytes_per + largest * 5, methods=methods,
         # two tensors in memory at a time: one being written, the next being read and pruned
-        streamed_memory_bytes=2 * largest_tensor * bytes_per,
+        streamed_memory_bytes=2 * largest_tensor * bytes_per, unsupported=unsupported,
     )
 
 
@@ -114,4 +122,6 @@ def plan_table(plan: Plan) -> str:
         f"≈ {plan.streamed_memory_bytes / gib:.2f} GiB streamed (magnitude/random on safetensors, CPU) + libraries",
         "  methods             " + "; ".join(f"{k}: {v}" for k, v in plan.methods.items()),
     ]
+    if plan.unsupported:
+        lines.append(f"  not supported       {plan.unsupported}")
     return "\n".join(lines)

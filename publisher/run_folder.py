@@ -92,6 +92,12 @@ class RunFolder:
             self._lock_file.close()  # closing the descriptor drops the flock
             self._lock_file = None
 
+    def discard_if_unfinished(self) -> None:
+        """Remove the folder when its run finished no stage (only its identity and staging left); else keep it."""
+        if all(p == self.state for p in self.root.iterdir()) and \
+                {p.name for p in self.state.iterdir()} <= {"run.json", LOCK_FILE, "staging", "offload"}:
+            shutil.rmtree(self.root)
+
     def _lock(self) -> None:
         handle = open(self.state / LOCK_FILE, "a+")  # noqa: SIM115 - held open until release()
         try:

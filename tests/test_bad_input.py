@@ -1,8 +1,10 @@
 """Bad input: a one-line error, a non-zero exit, no traceback, nothing half-made."""
 
+import json
+
 import pytest
 from click.testing import CliRunner
-from tiny_models import save_tiny_model
+from tiny_models import save_tiny_model, save_tiny_moe
 
 from publisher import prune
 from publisher.cli import main
@@ -244,3 +246,16 @@ def test_wrongly_typed_push_options_and_empty_bbq_are_one_line(tmp_path):
     result = invoke("bbq", "prepare", "--bbq-path", str(tmp_path / "bbq"), "--bbq-categories", "Age",
                     "--out", str(tmp_path / "items"))
     assert result.exit_code != 0 and result.stderr.startswith("error: "), result.output
+
+
+@pytest.mark.parametrize("arch", ["mixtral", "qwen3_moe"])
+def test_a_mixture_of_experts_model_is_refused_not_pruned_in_part(tmp_path, arch):
+    """Its experts are 3-D tensors, not linears: pruning the attention alone would call the checkpoint 50 %."""
+    base = save_tiny_moe(arch, tmp_path / arch)
+    result = invoke("--model", str(base), "--sparsity", "0.5", "--dry-run", "--output-dir", str(tmp_path / "o"))
+    assert_one_line_error(result, "mixture-of-experts models are not supported")
+    assert "experts.gate_up_proj, 3-D" in result.stderr
+    assert not (tmp_path / "o").exists()  # a run that finished no stage leaves no folder
+    plan = invoke("plan", "--model", str(base), "--json")
+    assert plan.exit_code == 0 and "not supported" in json.loads(plan.stdout)["unsupported"]
+    assert set(json.loads(plan.stdout)["methods"].values()) == {"not supported"}

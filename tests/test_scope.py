@@ -4,7 +4,7 @@ from tiny_models import CONFIGS, build_model, expected_prunable
 
 from publisher.errors import ArchitectureError
 from publisher.prune import PruneRequest, prune_model
-from publisher.prune.scope import prunable_linears
+from publisher.prune.scope import prunable_linears, unprunable_weights
 
 
 @pytest.mark.parametrize("arch", sorted(CONFIGS))
@@ -16,6 +16,7 @@ def test_scope_is_every_decoder_linear_and_nothing_else(arch):
     assert not any("embed" in n or "lm_head" in n or "norm" in n for n in names)
     suffixes = {n.rsplit(".", 1)[1] for n in names}
     assert {"o_proj", "down_proj"} <= suffixes  # the study's Wanda skipped these two
+    assert unprunable_weights(model) == (0.0, None)  # every matrix of the blocks is a linear: nothing left dense
 
 
 @pytest.mark.parametrize("arch", sorted(CONFIGS))

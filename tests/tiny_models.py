@@ -62,6 +62,20 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>")
 
 
+def save_tiny_moe(arch: str, folder: Path) -> Path:
+    """A mixture-of-experts model (`mixtral`, `qwen3_moe`): transformers 5 keeps its experts as 3-D tensors,
+    not nn.Linear, so the tool refuses it rather than prune the attention alone."""
+    from transformers import AutoConfig
+
+    experts = {"mixtral": dict(num_local_experts=4), "qwen3_moe": dict(num_experts=4, moe_intermediate_size=16,
+                                                                     head_dim=8)}[arch]
+    config = AutoConfig.for_model(arch, **_COMMON, **experts, num_experts_per_tok=2)
+    folder.mkdir(parents=True, exist_ok=True)
+    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
 def save_tiny_gemma3_vlm(folder: Path, seed: int = 0) -> Path:
     """Gemma-3 as the Hub ships it from 4B up: `Gemma3ForConditionalGeneration`, a vision tower beside the text
     decoder, saved under the original checkpoint names (`language_model.model.layers…`). The tower's blocks

@@ -36,7 +36,7 @@ from ..errors import SettingsError
 from ..results import LayerSparsity, PruneRecord
 from .calibration import CalibrationError
 from .offload import editable_weight, read_weight
-from .scope import SCOPE_DESCRIPTION, PrunableLinear, prunable_linears
+from .scope import SCOPE_DESCRIPTION, PrunableLinear, check_prunable_scope, prunable_linears
 from .sparsity import zeros_in
 from .structure import Structure, parse_structure
 
@@ -138,6 +138,7 @@ def check_request(model: torch.nn.Module, request: PruneRequest, layers: list[Pr
     """Every user-facing error before any work: structure vs sparsity and shapes, tie policy, calibration."""
     method = get_method(request.method)
     structure = request.nm
+    check_prunable_scope(model)
     if not 0.0 < request.sparsity < 1.0:
         raise SettingsError(f"sparsity must be strictly between 0 and 1, got {request.sparsity:g}")
     structure.check_sparsity(request.sparsity)

@@ -63,3 +63,40 @@ def prunable_linears(model: nn.Module) -> list[PrunableLinear]:
             if isinstance(module, nn.Linear):
                 found.append(PrunableLinear(f"{prefix}.{index}.{name}", index, module))
     return found
+
+
+# Share of the blocks' matrix weights that may lie outside nn.Linear before pruning the linears alone would
+# misstate the model's sparsity (mixture-of-experts models keep their experts as 3-D tensors).
+UNPRUNABLE_LIMIT = 0.01
+
+
+def unprunable_weights(model: nn.Module) -> tuple[float, str | None]:
+    """The share of the decoder blocks' weights of 2+ dimensions that are not nn.Linear weights, and the largest
+    such parameter's name (None when there is none). Norms, biases and other 1-D parameters do not count."""
+    prefix, blocks = find_decoder_blocks(model)
+    linear = {id(m.weight) for m in blocks.modules() if isinstance(m, nn.Linear)}
+    inside = outside = 0
+    largest: tuple[int, str] | None = None
+    for name, param in blocks.named_parameters():
+        if param.dim() < 2:
+            continue
+        if id(param) in linear:
+            inside += param.numel()
+        else:
+            outside += param.numel()
+            largest = max(largest or (0, ""), (param.numel(), f"{prefix}.{name}"))
+    return outside / max(1, inside + outside), largest[1] if largest else None
+
+
+def check_prunable_scope(model: nn.Module) -> None:
+    """Raise ArchitectureError when pruning the linears alone would leave most of the blocks dense (MoE)."""
+    share, example = unprunable_weights(model)
+    if share > UNPRUNABLE_LIMIT:
+        raise ArchitectureError(
+            f"{type(model).__name__} keeps {share:.1%} of its decoder blocks' weights outside nn.Linear (e.g. "
+            f"{example}, {_dims(model, example)}-D): pruning the linears alone would leave them dense and overstate "
+            "the model's sparsity; mixture-of-experts models are not supported")
+
+
+def _dims(model: nn.Module, name: str | None) -> int:
+    return dict(model.named_parameters()).get(name).dim() if name else 0
