@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from types import ModuleType
@@ -46,6 +47,7 @@ def dataset_data_files(name: str, revision: str) -> dict[str, str]:
     return {e.path: e.blob_id for e in tree if isinstance(e, RepoFile) and not e.path.endswith(documentation)}
 
 
+@functools.cache  # once per process: a release grid asks for every artifact
 def moved_dataset(name: str, revision: str | None, used: str) -> str | None:
     """The commit a Hub dataset's `revision` (None: main) points at now, if it holds other data than commit
     `used` (the one a stage read); else None.

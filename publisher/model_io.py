@@ -20,7 +20,7 @@ from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.repocard import metadata_load
 
-from .errors import ModelSourceError, SettingsError
+from .errors import ArchitectureError, ModelSourceError, SettingsError
 from .hashing import sha256_file, sha256_file_unchanged
 from .placement import check_devices_present, check_map_fits, from_pretrained_kwargs
 from .results import FileDigest
@@ -302,6 +302,30 @@ def _detach_gguf_quantizer(model, source: ResolvedSource) -> None:
         raise ModelSourceError(f"{source.reference}: GGUF weights stayed packed ({packed[0]}); cannot prune them")
     model.hf_quantizer = None
     model.config.__dict__.pop("quantization_config", None)
+
+
+def saved_weight_names(model, names: list[str]) -> dict[str, str]:
+    """The key `save_pretrained` writes each of these weights under, by transformers' own reverse of the
+    renaming it applies at load: the module name for most models, the original checkpoint name for some
+    (vision-language Gemma-3: `language_model.model.layers…`; EXAONE 3: `transformer.h.N…`).
+
+    Raises ArchitectureError for a weight saved converted (merged or split), not only renamed.
+    """
+    import torch
+
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # another transformers: no renaming on save
+        return {name: name for name in names}
+    placeholders = {name: torch.empty(0, device="meta") for name in names}  # renaming needs no values
+    owner = {id(tensor): name for name, tensor in placeholders.items()}
+    reverted = revert_weight_conversion(model, dict(placeholders))
+    found = {owner[id(tensor)]: key for key, tensor in reverted.items() if id(tensor) in owner}
+    missing = next((name for name in names if name not in found), None)
+    if missing is not None:
+        raise ArchitectureError(f"cannot tell under which name transformers saves {missing} (it converts the "
+                                "weight, not only renames it); this model is not supported")
+    return found
 
 
 def save_checkpoint(model, tokenizer, folder: Path, *, shard_size: str) -> list[str]:

@@ -37,6 +37,7 @@ from .placement import check_devices_present
 from .prune import get_method
 from .prune.calibration import DEFAULT_DATASET, moved_calibration
 from .prune.nm import checkpoint_nm_violations
+from .prune.scope import check_prunable_scope
 from .prune.sparsity import measure_checkpoint, weight_locations
 from .prune.structure import parse_structure
 from .prune_stage import prune_stage
@@ -89,17 +90,37 @@ def run_pipeline(settings: RunSettings, options: RunOptions) -> RunOutcome:
     get_method(settings.method)  # unknown method: fail before any work
     check_devices_present(settings)
     source = resolve_source(settings, endpoint=options.endpoint, token=options.token)
+    _check_scope_early(settings, source, options)
     folder = RunFolder(options.output_dir)
     created = not folder.root.exists()
     folder.claim(run_identity(settings), options.overwrite)
     try:
         return _run_stages(settings, options, folder, source)
     except BaseException:
+        folder.release()
         if created:
             folder.discard_if_unfinished()  # a run that failed before any stage finished leaves no folder
         raise
     finally:
         folder.release()
+
+
+def _check_scope_early(settings: RunSettings, source: ResolvedSource, options: RunOptions) -> None:
+    """Refuse from the config alone a model the prune stage would refuse after downloading and loading it
+    (experts outside nn.Linear): a Hub MoE is tens of GB."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .plan import load_config
+
+    where = source.reference if source.local_path is None else str(source.local_path / (source.gguf_file or ""))
+    try:
+        config = load_config(where, revision=source.revision, endpoint=options.endpoint, token=options.token)
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=settings.trust_remote_code)
+    except Exception:  # the load path reports what is wrong with the model, properly
+        return
+    check_prunable_scope(skeleton)
 
 
 def _run_stages(settings: RunSettings, options: RunOptions, folder: RunFolder, source: ResolvedSource) -> RunOutcome:

@@ -19,15 +19,13 @@ from pathlib import Path
 from .environment import environment, tool_info
 from .errors import SettingsError
 from .evaluation import EVAL_DIR
-from .model_io import ResolvedSource, digest_files, fetch_weights, load_model, save_checkpoint
+from .model_io import ResolvedSource, digest_files, fetch_weights, load_model, save_checkpoint, saved_weight_names
 from .placement import describe_placement
 from .prune import PruneRequest, get_method, prune_model
 from .prune.calibration import CalibrationSet, CalibrationSpec, load_calibration
-from .prune.offload import read_weight
-from .prune.scope import find_decoder_blocks, prunable_linears
-from .prune.sparsity import saved_weight_names
+from .prune.scope import prunable_linears
 from .prune.streaming import NotStreamable, stream_prune
-from .results import RESULTS_FILE, LayerSparsity, PruneRecord, SourceRecord
+from .results import RESULTS_FILE, PruneRecord, SourceRecord
 from .run_folder import CARD_FILE, RunFolder
 from .settings import RunSettings
 
@@ -130,6 +128,7 @@ def _prune_loaded(settings: RunSettings, options: _Fetch, source: ResolvedSource
                   folder: RunFolder) -> _Pruned:
     """Load the model (one device or a device map), prune it in place, save it."""
     model, tokenizer = load_model(source, weights_dir, settings, offload_dir=folder.offload)
+    saved_as = saved_weight_names(model, [layer.weight_name for layer in prunable_linears(model)])
     calibration = None
     if get_method(settings.method).needs_calibration:
         calibration = load_calibration(tokenizer, CalibrationSpec(
@@ -138,16 +137,8 @@ def _prune_loaded(settings: RunSettings, options: _Fetch, source: ResolvedSource
     pruning = prune_model(model, _request(settings, calibration), progress=options.progress)
     pruning.calibration = dataclasses.asdict(calibration.record) if calibration else None
     names = save_checkpoint(model, tokenizer, folder.staging, shard_size=settings.shard_size)
-    pruning.layers = _as_saved(model, pruning.layers, folder.staging)
+    pruning.layers = [dataclasses.replace(layer, name=saved_as[layer.name]) for layer in pruning.layers]
     facts = {"architecture": type(model).__name__, "model_type": model.config.model_type,
              "num_parameters": model.num_parameters(), "dtype": str(model.dtype).removeprefix("torch.")}
     return _Pruned(pruning, names, facts, describe_placement(model))
 
-
-def _as_saved(model, layers: list[LayerSparsity], folder: Path) -> list[LayerSparsity]:
-    """The per-layer record under the names the weights were saved with (not always the module names)."""
-    prefix, _ = find_decoder_blocks(model)
-    start = len(prefix) - len(prefix.rsplit(".", 1)[-1])  # where the block list's own name begins
-    weights = {x.weight_name: (x.weight_name[start:], read_weight(model, x)) for x in prunable_linears(model)}
-    saved = saved_weight_names(folder, weights)
-    return [dataclasses.replace(layer, name=saved[layer.name]) for layer in layers]

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -76,15 +77,17 @@ class RunFolder:
             raise OutputDirError(f"output folder {self.root} is not empty and is not a publish-pruned run folder")
         self.state.mkdir(parents=True, exist_ok=True)
         self._lock()
-        run = self.record("run")
-        if run is not None and run.get("identity") != identity:
-            if not overwrite and not self._holds_nothing_but_its_identity():
-                self.release()
-                raise OutputDirError(
-                    f"output folder {self.root} holds a different run; pass --overwrite or another --output-dir"
-                )
-            self._clear()
-        self.write_record("run", {"identity": identity})
+        try:
+            run = self.record("run")
+            if run is not None and run.get("identity") != identity:
+                if not overwrite and not self._holds_nothing_but_its_identity():
+                    raise OutputDirError(f"output folder {self.root} holds a different run; pass --overwrite or "
+                                         "another --output-dir")
+                self._clear()
+            self.write_record("run", {"identity": identity})
+        except BaseException:
+            self.release()
+            raise
 
     def release(self) -> None:
         """Let other processes claim the folder (also done when this process ends)."""
@@ -94,9 +97,10 @@ class RunFolder:
 
     def discard_if_unfinished(self) -> None:
         """Remove the folder when its run finished no stage (only its identity and staging left); else keep it."""
-        if all(p == self.state for p in self.root.iterdir()) and \
-                {p.name for p in self.state.iterdir()} <= {"run.json", LOCK_FILE, "staging", "offload"}:
-            shutil.rmtree(self.root)
+        with contextlib.suppress(OSError):  # never let the clean-up hide the error that ended the run
+            if all(p == self.state for p in self.root.iterdir()) and \
+                    {p.name for p in self.state.iterdir()} <= {"run.json", LOCK_FILE, "staging", "offload"}:
+                shutil.rmtree(self.root)
 
     def _lock(self) -> None:
         handle = open(self.state / LOCK_FILE, "a+")  # noqa: SIM115 - held open until release()

@@ -249,11 +249,15 @@ def test_wrongly_typed_push_options_and_empty_bbq_are_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["mixtral", "qwen3_moe"])
-def test_a_mixture_of_experts_model_is_refused_not_pruned_in_part(tmp_path, arch):
-    """Its experts are 3-D tensors, not linears: pruning the attention alone would call the checkpoint 50 %."""
+def test_a_mixture_of_experts_model_is_refused_not_pruned_in_part(tmp_path, arch, monkeypatch):
+    """Its experts are 3-D tensors, not linears: pruning the attention alone would call the checkpoint 50 %.
+    Refused from the config, before any weight is downloaded or loaded."""
+    import publisher.pipeline
+
     base = save_tiny_moe(arch, tmp_path / arch)
+    monkeypatch.setattr(publisher.pipeline, "prune_stage", lambda *a, **k: pytest.fail("the weights were loaded"))
     result = invoke("--model", str(base), "--sparsity", "0.5", "--dry-run", "--output-dir", str(tmp_path / "o"))
-    assert_one_line_error(result, "mixture-of-experts models are not supported")
+    assert_one_line_error(result, "such models (mixture-of-experts, recurrent or state-space layers) are not supported")
     assert "experts.gate_up_proj, 3-D" in result.stderr
     assert not (tmp_path / "o").exists()  # a run that finished no stage leaves no folder
     plan = invoke("plan", "--model", str(base), "--json")

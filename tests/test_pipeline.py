@@ -134,3 +134,15 @@ def test_a_folder_in_use_by_another_run_is_never_taken(tmp_path):
     assert not first.staging.exists() and second.record("run") == {"identity": "seed-1"}
     second.release()
     RunFolder(tmp_path / "run").claim("seed-2", overwrite=False)  # seed-1 finished nothing: free to replace
+
+
+def test_a_claim_that_fails_lets_the_folder_go(tmp_path, monkeypatch):
+    folder = RunFolder(tmp_path / "run")
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(folder, "write_record", full_disk)
+    with pytest.raises(OSError):
+        folder.claim("seed-0", overwrite=False)
+    RunFolder(tmp_path / "run").claim("seed-0", overwrite=False)  # not "in use": the failed claim let go

@@ -6,7 +6,7 @@ import random
 import pytest
 from click.testing import CliRunner
 from safetensors.torch import load_file
-from tiny_models import expected_prunable, save_tiny_gemma3_vlm, save_tiny_model
+from tiny_models import expected_prunable, save_tiny_exaone3, save_tiny_gemma3_vlm, save_tiny_model
 
 from publisher.cli import main
 from publisher.results import read_results
@@ -18,6 +18,7 @@ def setup(tmp_path_factory):
     save_tiny_model("llama", root / "llama")
     save_tiny_model("phi3", root / "phi3")
     save_tiny_gemma3_vlm(root / "gemma3-vlm")
+    save_tiny_exaone3(root / "exaone3")
     rng = random.Random(0)
     with open(root / "calib.jsonl", "w") as f:
         for _ in range(30):
@@ -76,17 +77,22 @@ def test_bad_structure_and_calibration_input(setup, tmp_path, extra, message):
 
 
 @pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
-def test_a_vision_language_gemma3_prunes_its_text_decoder_under_the_saved_names(setup, tmp_path, method):
-    """The text decoder's linears are pruned and counted under the names the files use; the tower is untouched."""
+@pytest.mark.parametrize(("model", "saved_prefix"), [("gemma3-vlm", "language_model.model.layers."),
+                                                     ("exaone3", "transformer.h.")])
+def test_models_saved_under_their_original_names_are_counted_under_them(setup, tmp_path, method, model,
+                                                                         saved_prefix):
+    """transformers saves these under other names than its modules': the layers are pruned and counted under the
+    names the files use, and everything else (a vision tower, embeddings, norms) is untouched."""
     out = tmp_path / "run"
-    result = run(setup, "gemma3-vlm", out, "--method", method)
+    result = run(setup, model, out, "--method", method)
     assert result.exit_code == 0, result.output
     results = read_results(out / "results.json")
     names = [layer.name for layer in results.sparsity.layers]
-    assert len(names) == 14 and all(n.startswith("language_model.model.layers.") for n in names)
-    assert results.sparsity.prunable_params == expected_prunable("gemma3")
+    assert len(names) == 14 and all(n.startswith(saved_prefix) for n in names)
+    assert [layer.name for layer in results.pruning.layers] == names
+    assert results.sparsity.prunable_params == expected_prunable("gemma3" if model == "gemma3-vlm" else "llama")
     assert results.sparsity.zero_params == results.sparsity.prunable_params // 2
-    pruned, base = load_file(out / "model.safetensors"), load_file(setup / "gemma3-vlm" / "model.safetensors")
+    pruned, base = load_file(out / "model.safetensors"), load_file(setup / model / "model.safetensors")
     assert set(pruned) == set(base)
     for name, tensor in base.items():
         if name not in names:

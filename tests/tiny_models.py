@@ -62,6 +62,19 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>")
 
 
+def save_tiny_exaone3(folder: Path) -> Path:
+    """EXAONE 3.x: transformers 5 loads it as Llama-like modules (`model.layers.N.self_attn…`) but saves it under
+    its original names (`transformer.h.N.attn.attention…`)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.for_model("exaone", **_COMMON, bos_token_id=0, eos_token_id=127, pad_token_id=126)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
 def save_tiny_moe(arch: str, folder: Path) -> Path:
     """A mixture-of-experts model (`mixtral`, `qwen3_moe`): transformers 5 keeps its experts as 3-D tensors,
     not nn.Linear, so the tool refuses it rather than prune the attention alone."""

@@ -89,13 +89,15 @@ def unprunable_weights(model: nn.Module) -> tuple[float, str | None]:
 
 
 def check_prunable_scope(model: nn.Module) -> None:
-    """Raise ArchitectureError when pruning the linears alone would leave most of the blocks dense (MoE)."""
+    """Raise ArchitectureError when pruning the linears alone would leave much of the blocks dense (MoE experts
+    kept as 3-D tensors, recurrent gates)."""
     share, example = unprunable_weights(model)
     if share > UNPRUNABLE_LIMIT:
         raise ArchitectureError(
             f"{type(model).__name__} keeps {share:.1%} of its decoder blocks' weights outside nn.Linear (e.g. "
             f"{example}, {_dims(model, example)}-D): pruning the linears alone would leave them dense and overstate "
-            "the model's sparsity; mixture-of-experts models are not supported")
+            "the model's sparsity; such models (mixture-of-experts, recurrent or state-space layers) are not "
+            "supported")
 
 
 def _dims(model: nn.Module, name: str | None) -> int:

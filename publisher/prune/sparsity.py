@@ -32,42 +32,6 @@ def weight_locations(folder: Path) -> dict[str, str]:
     return locations
 
 
-def saved_weight_names(folder: Path, weights: dict[str, tuple[str, torch.Tensor]]) -> dict[str, str]:
-    """The key each pruned weight was saved under in the checkpoint at `folder`.
-
-    `weights`: module weight name → (its tail from the block list on, e.g. `layers.0.self_attn.q_proj.weight`;
-    its pruned values). transformers saves most models under their module names, but some (Gemma-3, LLaVA-style
-    models) under their original checkpoint names, e.g. `language_model.model.layers.0…` for the module
-    `model.language_model.layers.0…`. A name missing from the files is matched by its tail and shape; where
-    several keys match (a vision tower's layers end the same way), by the saved values.
-    """
-    locations = weight_locations(folder)
-    if all(name in locations for name in weights):
-        return {name: name for name in weights}
-    files: dict[str, SafetensorsFile] = {}
-    try:
-        found = {}
-        for name, (tail, values) in weights.items():
-            if name in locations:
-                found[name] = name
-                continue
-            candidates = []
-            for key in (k for k in locations if k == tail or k.endswith("." + tail)):
-                file = files.setdefault(locations[key], SafetensorsFile(folder / locations[key]))
-                if list(file.tensors[key].shape) == list(values.shape):
-                    candidates.append((key, file))
-            if len(candidates) > 1:
-                candidates = [(k, f) for k, f in candidates if torch.equal(f.read(k), values.cpu())]
-            if len(candidates) != 1:
-                raise OutputDirError(f"cannot tell which tensor of the saved checkpoint in {folder} is {name} "
-                                     f"({len(candidates)} candidates named *{tail})")
-            found[name] = candidates[0][0]
-        return found
-    finally:
-        for file in files.values():
-            file.close()
-
-
 def zeros_in(tensor: torch.Tensor) -> int:
     """How many entries equal zero (±0; NaN is not zero) — `int((tensor == 0).sum())`, ~5× faster on CPU.
 
