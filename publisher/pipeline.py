@@ -115,7 +115,8 @@ def _check_scope_early(settings: RunSettings, source: ResolvedSource, options: R
 
     where = source.reference if source.local_path is None else str(source.local_path / (source.gguf_file or ""))
     try:
-        config = load_config(where, revision=source.revision, endpoint=options.endpoint, token=options.token)
+        config = load_config(where, revision=source.revision, endpoint=options.endpoint, token=options.token,
+                             trust_remote_code=settings.trust_remote_code)
         with torch.device("meta"):
             skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=settings.trust_remote_code)
     except Exception:  # the load path reports what is wrong with the model, properly

@@ -42,21 +42,27 @@ class Plan:
     unsupported: str | None = None  # why the model cannot be pruned at all (e.g. experts outside nn.Linear)
 
 
-def load_config(model: str, *, revision: str | None = None, endpoint: str | None = None, token: str | None = None):
-    """A model's config from a folder, a GGUF header or the Hub (config.json only)."""
+def load_config(model: str, *, revision: str | None = None, endpoint: str | None = None, token: str | None = None,
+                trust_remote_code: bool = False):
+    """A model's config from a folder, a GGUF header or the Hub (config.json only).
+
+    `trust_remote_code` is always passed as a bool: left None, transformers would ask on stdin whether to run
+    the model's own code.
+    """
     from transformers import AutoConfig
 
     path = Path(model).expanduser()
+    trust = {"trust_remote_code": trust_remote_code}
     try:
         if path.suffix == ".gguf" and path.is_file():
-            return AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+            return AutoConfig.from_pretrained(path.parent, gguf_file=path.name, **trust)
         if path.is_dir():
-            return AutoConfig.from_pretrained(path)
+            return AutoConfig.from_pretrained(path, **trust)
         from huggingface_hub import hf_hub_download
 
         validate_repo_id(model, what="--model")
         config_file = hf_hub_download(model, "config.json", revision=revision, endpoint=endpoint, token=token)
-        return AutoConfig.from_pretrained(Path(config_file).parent)
+        return AutoConfig.from_pretrained(Path(config_file).parent, **trust)
     except (OSError, ValueError) as exc:
         raise ModelSourceError(f"cannot read the config of {model}: {str(exc).splitlines()[0]}") from None
 

@@ -199,6 +199,9 @@ def test_custom_code_never_runs_without_trust_remote_code(tmp_path):
                                        "--output-dir", str(tmp_path / "run")], input="y\ny\ny\n")
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert not marker.exists()
+    plan = CliRunner().invoke(main, ["plan", "--model", str(source)], input="y\ny\ny\n")  # reads the config too
+    assert plan.exit_code == 2 and "Traceback" not in plan.output, plan.output
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("header", [
