@@ -80,7 +80,8 @@ class RunFolder:
         try:
             run = self.record("run")
             if run is not None and run.get("identity") != identity:
-                if not overwrite and not self._holds_nothing_but_its_identity():
+                # A run that failed before any stage finished left only its identity: nothing to lose.
+                if not overwrite and not self._holds_only("run.json", LOCK_FILE):
                     raise OutputDirError(f"output folder {self.root} holds a different run; pass --overwrite or "
                                          "another --output-dir")
                 self._clear()
@@ -98,8 +99,7 @@ class RunFolder:
     def discard_if_unfinished(self) -> None:
         """Remove the folder when its run finished no stage (only its identity and staging left); else keep it."""
         with contextlib.suppress(OSError):  # never let the clean-up hide the error that ended the run
-            if all(p == self.state for p in self.root.iterdir()) and \
-                    {p.name for p in self.state.iterdir()} <= {"run.json", LOCK_FILE, "staging", "offload"}:
+            if self._holds_only("run.json", LOCK_FILE, "staging", "offload"):  # staging is never resumed
                 shutil.rmtree(self.root)
 
     def _lock(self) -> None:
@@ -112,10 +112,10 @@ class RunFolder:
                                  "to finish or pass another --output-dir") from None
         self._lock_file = handle
 
-    def _holds_nothing_but_its_identity(self) -> bool:
-        """A run that failed before any stage finished: its identity and our lock, nothing else."""
+    def _holds_only(self, *names: str) -> bool:
+        """Nothing in the folder but the state folder, and nothing in that but `names`."""
         return all(p == self.state for p in self.root.iterdir()) and \
-            {p.name for p in self.state.iterdir()} <= {"run.json", LOCK_FILE}
+            {p.name for p in self.state.iterdir()} <= set(names)
 
     def _clear(self) -> None:
         """Remove the other run's files, keeping the lock this process holds."""
