@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 from types import ModuleType
 
 CHECK_TIMEOUT_S = 20  # for `moved_dataset`: a stalled network must not hang a resumed run
 _COMMIT = re.compile(r"[0-9a-f]{40}")
+_OFFLINE_FLAGS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ def moved_dataset(name: str, revision: str | None, used: str) -> str | None:
     """
     if revision is not None and _COMMIT.fullmatch(revision):
         return None
+    if any(os.environ.get(flag, "").upper() in ("1", "ON", "YES", "TRUE") for flag in _OFFLINE_FLAGS):
+        return None  # the user said offline: no Hub call, not even one that fails fast
     from .hub.retry import http_timeouts  # late: the Hub client is not needed for local data
 
     try:
