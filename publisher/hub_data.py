@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
@@ -17,6 +16,7 @@ from types import ModuleType
 CHECK_TIMEOUT_S = 20  # for `moved_dataset`: a stalled network must not hang a resumed run
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _OFFLINE_FLAGS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+_ANSWERS: dict[tuple[str, str | None, str], str | None] = {}  # `moved_dataset`'s answers from the Hub
 
 log = logging.getLogger(__name__)
 
@@ -49,28 +49,30 @@ def dataset_data_files(name: str, revision: str) -> dict[str, str]:
     return {e.path: e.blob_id for e in tree if isinstance(e, RepoFile) and not e.path.endswith(documentation)}
 
 
-@functools.cache  # once per process: a release grid asks for every artifact
 def moved_dataset(name: str, revision: str | None, used: str) -> str | None:
     """The commit a Hub dataset's `revision` (None: main) points at now, if it holds other data than commit
     `used` (the one a stage read); else None.
 
     Only data count: a commit that changes nothing but Markdown or `.gitattributes` (a README edit) is not a
-    move. None for a full commit id (it cannot move) and when the Hub cannot tell within `CHECK_TIMEOUT_S`
-    (offline, gated, a deleted branch): callers keep what they have.
+    move. None for a full commit id (it cannot move), offline (`HF_HUB_OFFLINE`, `HF_DATASETS_OFFLINE`), and
+    when the Hub cannot tell within `CHECK_TIMEOUT_S` (gated, a deleted branch): callers keep what they have.
+    The Hub's answers are kept for the process (a release grid asks for every artifact); failures are not.
     """
     if revision is not None and _COMMIT.fullmatch(revision):
         return None
     if any(os.environ.get(flag, "").upper() in ("1", "ON", "YES", "TRUE") for flag in _OFFLINE_FLAGS):
         return None  # the user said offline: no Hub call, not even one that fails fast
-    from .hub.retry import http_timeouts  # late: the Hub client is not needed for local data
+    key = (name, revision, used)
+    if key not in _ANSWERS:
+        from .hub.retry import http_timeouts  # late: the Hub client is not needed for local data
 
-    try:
-        with http_timeouts(CHECK_TIMEOUT_S):
-            now = dataset_commit(name, revision)
-            if now == used or dataset_data_files(name, now) == dataset_data_files(name, used):
-                return None
-    except Exception as error:
-        log.info("could not check whether dataset %s moved since %s (%s); keeping what was made from it",
-                 name, used[:12], type(error).__name__)
-        return None
-    return now
+        try:
+            with http_timeouts(CHECK_TIMEOUT_S):
+                now = dataset_commit(name, revision)
+                same = now == used or dataset_data_files(name, now) == dataset_data_files(name, used)
+        except Exception as error:
+            log.info("could not check whether dataset %s moved since %s (%s); keeping what was made from it",
+                     name, used[:12], type(error).__name__)
+            return None
+        _ANSWERS[key] = None if same else now
+    return _ANSWERS[key]

@@ -97,10 +97,9 @@ def run_pipeline(settings: RunSettings, options: RunOptions) -> RunOutcome:
     try:
         return _run_stages(settings, options, folder, source)
     except BaseException:
-        folder.release()
         if created:
-            folder.discard_if_unfinished()  # a run that failed before any stage finished leaves no folder
-        raise
+            folder.discard_if_unfinished()  # under the lock: a run that failed before any stage finished
+        raise                               # leaves no folder
     finally:
         folder.release()
 

@@ -22,6 +22,8 @@ from .settings import RunSettings, stable_hash
 
 STATE_DIR = ".publish-pruned"
 LOCK_FILE = "lock"  # flock'ed by the process that claimed the folder
+# What a run that finished no stage leaves: its identity, the lock, and staging/offload (never resumed).
+_UNFINISHED = ("run.json", LOCK_FILE, "staging", "offload")
 CARD_FILE = "README.md"
 _CALIBRATION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunSettings)
                          if f.name.startswith("calibration_")}
@@ -66,8 +68,8 @@ class RunFolder:
     def claim(self, identity: str, overwrite: bool) -> None:
         """Lock the folder for this process and make sure it is empty or holds this same run.
 
-        A different run is replaced when it finished no stage (it left nothing but its identity), or with
-        `overwrite`; otherwise refused. A folder another process holds is refused (call `release` when done).
+        A different run is replaced when it finished no stage (`_UNFINISHED`), or with `overwrite`; otherwise
+        refused. A folder another process holds is refused (call `release` when done).
         """
         taken = next((p for p in (self.root, *self.root.parents) if p.exists()), None)
         if taken is not None and not taken.is_dir():
@@ -80,8 +82,7 @@ class RunFolder:
         try:
             run = self.record("run")
             if run is not None and run.get("identity") != identity:
-                # A run that failed before any stage finished left only its identity: nothing to lose.
-                if not overwrite and not self._holds_only("run.json", LOCK_FILE):
+                if not overwrite and not self._holds_only(*_UNFINISHED):  # finished nothing: nothing to lose
                     raise OutputDirError(f"output folder {self.root} holds a different run; pass --overwrite or "
                                          "another --output-dir")
                 self._clear()
@@ -99,7 +100,7 @@ class RunFolder:
     def discard_if_unfinished(self) -> None:
         """Remove the folder when its run finished no stage (only its identity and staging left); else keep it."""
         with contextlib.suppress(OSError):  # never let the clean-up hide the error that ended the run
-            if self._holds_only("run.json", LOCK_FILE, "staging", "offload"):  # staging is never resumed
+            if self._holds_only(*_UNFINISHED):
                 shutil.rmtree(self.root)
 
     def _lock(self) -> None:

@@ -62,3 +62,27 @@ def lfs_puts(hub: HubEmulator, since: int = 0) -> list[str]:
 def leftover_uploads(hub: HubEmulator) -> list[Path]:
     """Partial uploads the emulator still holds (must be none once a request ended)."""
     return list((Path(hub.root) / "tmp").glob("upload-*"))
+
+
+def test_a_dataset_move_check_that_failed_is_asked_again(monkeypatch):
+    """A stall keeps what a stage made, once: the next check asks the Hub again (only answers are kept)."""
+    from publisher import hub_data
+
+    answers = iter([TimeoutError("stalled"), "c2"])
+
+    def commit(name, revision):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(hub_data, "dataset_commit", commit)
+    monkeypatch.setattr(hub_data, "dataset_data_files", lambda name, revision: {"data.parquet": revision})
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(hub_data, "_ANSWERS", {})
+    assert hub_data.moved_dataset("org/data", None, "c1") is None  # stalled: keep
+    assert hub_data.moved_dataset("org/data", None, "c1") == "c2"  # asked again: moved
+    assert hub_data.moved_dataset("org/data", None, "c1") == "c2"  # kept: no third call
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    assert hub_data.moved_dataset("org/data", None, "c0") is None  # offline: no call at all

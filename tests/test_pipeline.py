@@ -127,13 +127,14 @@ def test_a_folder_in_use_by_another_run_is_never_taken(tmp_path):
         with pytest.raises(OutputDirError, match="in use by another publish-pruned run"):
             second.claim("seed-1", overwrite=overwrite)
     assert (first.staging / "model.safetensors").read_bytes() == b"half a shard"
-    first.release()  # as if it had died mid-prune: its staging is work of another run, not to be taken silently
-    with pytest.raises(OutputDirError, match="holds a different run"):
-        second.claim("seed-1", overwrite=False)
-    second.claim("seed-1", overwrite=True)
+    first.release()  # as if it had died mid-prune: staging is never resumed, so nothing is lost
+    second.claim("seed-1", overwrite=False)
     assert not first.staging.exists() and second.record("run") == {"identity": "seed-1"}
+    (second.root / "model.safetensors").write_bytes(b"a finished stage's file")
     second.release()
-    RunFolder(tmp_path / "run").claim("seed-2", overwrite=False)  # seed-1 finished nothing: free to replace
+    with pytest.raises(OutputDirError, match="holds a different run"):
+        RunFolder(tmp_path / "run").claim("seed-2", overwrite=False)
+    RunFolder(tmp_path / "run").claim("seed-2", overwrite=True)
 
 
 def test_a_claim_that_fails_lets_the_folder_go(tmp_path, monkeypatch):

@@ -71,21 +71,23 @@ UNPRUNABLE_LIMIT = 0.01
 
 
 def unprunable_weights(model: nn.Module) -> tuple[float, str | None]:
-    """The share of the decoder blocks' weights of 2+ dimensions that are not nn.Linear weights, and the largest
-    such parameter's name (None when there is none). Norms, biases and other 1-D parameters do not count."""
+    """The share of the decoder blocks' weights of 2+ dimensions that are not nn.Linear weights, and the first of
+    the largest such parameters, named with its dimensions (None when there is none). Norms, biases and other
+    1-D parameters do not count."""
     prefix, blocks = find_decoder_blocks(model)
     linear = {id(m.weight) for m in blocks.modules() if isinstance(m, nn.Linear)}
-    inside = outside = 0
-    largest: tuple[int, str] | None = None
+    inside = outside = largest = 0
+    example = None
     for name, param in blocks.named_parameters():
         if param.dim() < 2:
             continue
         if id(param) in linear:
             inside += param.numel()
-        else:
-            outside += param.numel()
-            largest = max(largest or (0, ""), (param.numel(), f"{prefix}.{name}"))
-    return outside / max(1, inside + outside), largest[1] if largest else None
+            continue
+        outside += param.numel()
+        if param.numel() > largest:  # the first of the largest
+            largest, example = param.numel(), f"{prefix}.{name} ({param.dim()}-D)"
+    return outside / max(1, inside + outside), example
 
 
 def check_prunable_scope(model: nn.Module) -> None:
@@ -95,10 +97,6 @@ def check_prunable_scope(model: nn.Module) -> None:
     if share > UNPRUNABLE_LIMIT:
         raise ArchitectureError(
             f"{type(model).__name__} keeps {share:.1%} of its decoder blocks' weights outside nn.Linear (e.g. "
-            f"{example}, {_dims(model, example)}-D): pruning the linears alone would leave them dense and overstate "
-            "the model's sparsity; such models (mixture-of-experts, recurrent or state-space layers) are not "
+            f"{example}): pruning the linears alone would leave them dense and overstate the model's sparsity; "
+            "models whose blocks hold such weights (mixture-of-experts experts, some recurrent layers) are not "
             "supported")
-
-
-def _dims(model: nn.Module, name: str | None) -> int:
-    return dict(model.named_parameters()).get(name).dim() if name else 0
