@@ -7,9 +7,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,19 +141,29 @@ class Results:
         )
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file beside `path`, fsync, then rename: a reader never sees half a file."""
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temp path beside `path` to write to, renamed onto `path` when the block ends: a reader (or a push)
+    never sees half a file, and a full disk or Ctrl-C leaves no half-written temp file behind.
+
+        >>> with replacing(card_path) as tmp:
+        ...     tmp.write_text(text)
+    """
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:  # a full disk or Ctrl-C: no half-written temp file left beside the record
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON through `replacing`, fsynced before the rename."""
+    with replacing(path) as tmp, open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_results(path: Path, results: Results) -> None:

@@ -9,10 +9,9 @@ an unchanged run commits nothing).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from ..results import Results
+from ..results import Results, replacing
 
 PLOTS_DIR = "plots"
 WIDTH_IN, DPI = 8.0, 100  # 800 px wide
@@ -31,12 +30,8 @@ def _pyplot():
 def _save(fig, path: Path) -> None:
     """Draw to a temp file, then rename: a cut-off write never leaves a half PNG to be published."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with replacing(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def layer_sparsity_plot(results: Results, path: Path) -> None:

@@ -11,7 +11,6 @@ the same bytes.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from huggingface_hub import ModelCardData
 
 from ..errors import CardError, describe_read_error
 from ..prune import METHODS
-from ..results import Results
+from ..results import Results, replacing
 from .figures import latency_caveat, metric_rows, not_measured, srs_category_rows
 from .model_index import eval_results, hub_datasets
 from .plots import write_plots
@@ -109,12 +108,8 @@ def write_card(results: Results, card: CardSettings, folder: Path, template_dir:
     plots = write_plots(results, folder)
     text, warnings = render_card(results, card, template_dir, plots=plots)
     card_path = card_file or folder / "README.md"
-    tmp = card_path.with_name(f".{card_path.name}.tmp")
-    try:  # written whole or not at all: `push` publishes this file
+    with replacing(card_path) as tmp:  # written whole or not at all: `push` publishes this file
         tmp.write_text(text)
-        os.replace(tmp, card_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     write_preview(card_path)
     return card_path, plots, warnings
 
