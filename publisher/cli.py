@@ -529,7 +529,6 @@ def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path:
     quiet_libraries()
 
     pins: dict[tuple[str, str | None], str | None] = {}
-    moves: dict[tuple[str | None, str | None, str], bool] = {}
 
     def base_pin(settings: RunSettings) -> str | None:
         """The base's commit or content hash, resolved once per model (a local folder is hashed whole)."""
@@ -540,11 +539,10 @@ def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path:
         return pins[key]
 
     def calibration_moved(settings: RunSettings, used: str) -> bool:
-        """Whether a calibrated method's Hub dataset holds other data than commit `used`; asked once each."""
-        key = (settings.calibration_dataset, settings.calibration_revision, used)
-        if key not in moves:
-            moves[key] = settings.uses_calibration and moved_calibration(*key) is not None
-        return moves[key]
+        """Whether a calibrated method's Hub dataset holds other data than commit `used` (the Hub's answers are
+        kept per process by `moved_dataset`; a failed check is asked again)."""
+        return settings.uses_calibration and moved_calibration(settings.calibration_dataset,
+                                                               settings.calibration_revision, used) is not None
 
     def published(artifact):
         if dry_run or rebuild or push_options.create_pr:  # a pull request's fate is not ours to read

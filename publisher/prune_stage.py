@@ -141,4 +141,3 @@ def _prune_loaded(settings: RunSettings, options: _Fetch, source: ResolvedSource
     facts = {"architecture": type(model).__name__, "model_type": model.config.model_type,
              "num_parameters": model.num_parameters(), "dtype": str(model.dtype).removeprefix("torch.")}
     return _Pruned(pruning, names, facts, describe_placement(model))
-
