@@ -62,17 +62,22 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>")
 
 
+def _save(config, folder: Path, seed: int = 0) -> Path:
+    """A random model built from `config`, saved with the tiny tokenizer as a transformers folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
 def save_tiny_exaone3(folder: Path) -> Path:
     """EXAONE 3.x: transformers 5 loads it as Llama-like modules (`model.layers.N.self_attn…`) but saves it under
     its original names (`transformer.h.N.attn.attention…`)."""
     from transformers import AutoConfig
 
-    config = AutoConfig.for_model("exaone", **_COMMON, bos_token_id=0, eos_token_id=127, pad_token_id=126)
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
+    return _save(AutoConfig.for_model("exaone", **_COMMON, bos_token_id=0, eos_token_id=127, pad_token_id=126),
+                 folder)
 
 
 def save_tiny_moe(arch: str, folder: Path) -> Path:
@@ -82,11 +87,7 @@ def save_tiny_moe(arch: str, folder: Path) -> Path:
 
     experts = {"mixtral": dict(num_local_experts=4), "qwen3_moe": dict(num_experts=4, moe_intermediate_size=16,
                                                                      head_dim=8)}[arch]
-    config = AutoConfig.for_model(arch, **_COMMON, **experts, num_experts_per_tok=2)
-    folder.mkdir(parents=True, exist_ok=True)
-    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
+    return _save(AutoConfig.for_model(arch, **_COMMON, **experts, num_experts_per_tok=2), folder)
 
 
 def save_tiny_gemma3_vlm(folder: Path, seed: int = 0) -> Path:
@@ -95,22 +96,16 @@ def save_tiny_gemma3_vlm(folder: Path, seed: int = 0) -> Path:
     have the text blocks' width, so some of its weights share a text weight's name tail and shape."""
     from transformers.models.gemma3 import Gemma3Config
 
-    torch.manual_seed(seed)
     config = Gemma3Config(
         text_config=dict(_COMMON, head_dim=8, sliding_window_pattern=2),
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                            image_size=28, patch_size=14),
         mm_tokens_per_image=4, image_token_index=120, boi_token_index=121, eoi_token_index=122)
-    folder.mkdir(parents=True, exist_ok=True)
-    AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval().save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
+    return _save(config, folder, seed)
 
 
 def save_tiny_model(arch: str, folder: Path, *, seed: int = 0, readme: str | None = None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    build_model(arch, seed).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
+    _save(CONFIGS[arch](), folder, seed)
     if readme is not None:
         (folder / "README.md").write_text(readme)
     return folder
