@@ -510,6 +510,7 @@ def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path:
 
     from .hub.auth import resolve_token
     from .hub.publish import check_write_access, finish_published
+    from .local_paths import recorded_path
     from .model_io import resolve_source
     from .pipeline import RunOptions
     from .prune.calibration import moved_calibration
@@ -562,7 +563,7 @@ def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path:
                                repo_id=repo_id if namespace else None, suffix=plan.suffix, token_file=token_file,
                                push=push_options)
         options = RunOptions(output_dir=output_root / repo_id.split("/")[1], progress=False, endpoint=hub_endpoint,
-                             command=f"publish-pruned release {manifest} # {artifact.key}")
+                             command=f"publish-pruned release {recorded_path(manifest)} # {artifact.published_key}")
         return run_and_publish(artifact.settings(), target, options)
 
     def progress(result) -> None:

@@ -24,6 +24,7 @@ from .environment import tool_info
 from .errors import OutputDirError
 from .evaluation import EVAL_DIR, EvalSettings, evaluate_run
 from .hub_data import moved_dataset
+from .local_paths import path_forms, public_command, public_paths, recorded_path
 from .model_io import (
     ResolvedSource,
     digest_files,
@@ -173,6 +174,7 @@ def _run_stages(settings: RunSettings, options: RunOptions, folder: RunFolder, s
         command=options.command,
         metrics=metrics,
     )
+    results = _published(results, settings, options, source)  # no absolute local path leaves this machine
     write_results(folder.root / RESULTS_FILE, results)
     card_path, plots, warnings = write_card(results, options.card, folder.root, options.template_dir)
     options.on_stage("card", "done")
@@ -224,6 +226,23 @@ def _measurement_data_moved(evaluation: EvalSettings, metrics: dict) -> bool:
 def eval_files(root: Path) -> list[str]:
     """Raw evaluation records in the run folder (published beside the results)."""
     return sorted(str(p.relative_to(root)) for p in (root / EVAL_DIR).glob("*.jsonl"))
+
+
+def _published(results: Results, settings: RunSettings, options: RunOptions, source: ResolvedSource) -> Results:
+    """`results` as published: every local input path (base model, calibration file, device map, perplexity
+    data, BBQ) recorded relative to the working folder or by name (`local_paths`), wherever it appears; the
+    command with the base's content hash beside its name. The stage records keep the paths as given."""
+    local = [settings.model] if source.local_path is not None else []
+    local += [p for p in (settings.calibration_dataset, settings.device_map) if p and Path(p).is_file()]
+    evaluation = options.evaluation
+    local += [p for p in (evaluation.ppl_data, evaluation.bbq_path) if p and Path(p).exists()] if evaluation else []
+    replacements = {form: recorded_path(path) for path in local for form in path_forms(path)}
+    if source.local_path is not None:
+        replacements |= dict.fromkeys(path_forms(source.reference), recorded_path(settings.model))
+    public = public_paths(results.to_json(), replacements)
+    public["command"] = public_command(results.command, {settings.model: source.content_sha256}
+                                       if source.local_path is not None else None)
+    return Results.from_json(public)
 
 
 def _dense_identity(source: ResolvedSource, settings: RunSettings) -> str:

@@ -36,6 +36,7 @@ import yaml
 
 from . import __version__
 from .errors import PublishPrunedError, SettingsError, describe_read_error
+from .local_paths import is_local_path, recorded_path
 from .results import write_json_atomic
 from .settings import RunSettings, validate_repo_id
 
@@ -46,6 +47,7 @@ IDENTITY_KEYS = ("model", "revision", "method", "sparsity", "tie_policy", "seed"
                  "shard_size", "structure")
 # Methods that read calibration data: what they read decides the weights too (with a local file's sha256).
 CALIBRATION_KEYS = ("calibration_dataset", "calibration_samples", "calibration_seq_len", "calibration_revision")
+PATH_KEYS = ("model", "calibration_dataset")  # may name local paths, published relative or by name
 _SETTINGS_FIELDS = {f.name for f in dataclasses.fields(RunSettings)} - {"model", "method", "sparsity"}
 _PUSH_KEYS = {"branch", "create_pr", "tag", "gated", "collection", "private", "force"}
 _TOP_KEYS = {"namespace", "suffix", "defaults", "push", "models", "methods", "sparsities"}
@@ -67,6 +69,11 @@ class Artifact:
         """Stable name of the artifact, e.g. ``org/m:magnitude:s50``."""
         return f"{self.model}:{self.method}:s{round(self.sparsity * 100):02d}"
 
+    @property
+    def published_key(self) -> str:
+        """`key` with a local model path as results.json records it (relative to the working folder, or its name)."""
+        return f"{_as_published({'model': self.model})['model']}:{self.method}:s{round(self.sparsity * 100):02d}"
+
     def settings(self) -> RunSettings:
         return RunSettings(model=self.model, method=self.method, sparsity=self.sparsity, **dict(self.settings_extra))
 
@@ -85,7 +92,7 @@ class Artifact:
         if settings.uses_calibration:
             identity.update({key: data[key] for key in CALIBRATION_KEYS},
                             calibration_file_sha256=settings.calibration_file_sha256())
-        return identity
+        return _as_published(identity)
 
 
 @dataclass
@@ -327,8 +334,16 @@ def _published_identity(results: dict[str, Any], keys: Iterable[str]) -> dict[st
     """The same keys as `Artifact.identity()`, read from a published results.json."""
     settings = results.get("settings") or {}
     calibration = (results.get("pruning") or {}).get("calibration") or {}
-    return {key: calibration.get("file_sha256") if key == "calibration_file_sha256" else settings.get(key)
-            for key in keys}
+    return _as_published({key: calibration.get("file_sha256") if key == "calibration_file_sha256" else
+                          settings.get(key) for key in keys})
+
+
+def _as_published(identity: dict[str, Any]) -> dict[str, Any]:
+    """Local paths (the base model, a calibration file) as results.json records them (`local_paths`): relative
+    to the working folder or by name, their bytes compared through the base pin and the file's sha256. Applied
+    to both sides, so results written with absolute paths by older versions still match."""
+    return {key: recorded_path(value) if key in PATH_KEYS and isinstance(value, str)
+            and (is_local_path(value) or Path(value).exists()) else value for key, value in identity.items()}
 
 
 def summary_lines(summary: ReleaseSummary) -> list[str]:
