@@ -12,14 +12,15 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.repocard import metadata_load
 
+from .base_files import CHAT_TEMPLATE_DIR, PICKLE_SUFFIXES, hub_ignore_patterns, is_license_file, list_files
 from .errors import ArchitectureError, ModelSourceError, SettingsError
 from .hashing import sha256_file, sha256_file_unchanged
 from .placement import check_devices_present, check_map_fits, from_pretrained_kwargs
@@ -31,9 +32,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-# What we fetch from the Hub: weights, configs, tokenizer files, the card (for license and language).
-HUB_ALLOW_PATTERNS = ["*.safetensors", "*.json", "*.model", "*.txt", "*.tiktoken", "README.md"]
+# The base card's gating fields: the pruned repo's card carries them (the terms it asks users to accept).
+GATING_KEYS = ("extra_gated_heading", "extra_gated_description", "extra_gated_prompt", "extra_gated_fields",
+               "extra_gated_button_content")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class ResolvedSource:
     license_name: str | None
     license_link: str | None
     language: tuple[str, ...]
+    gated: str | None = None  # the base Hub repo's gate: "auto" | "manual"; None when not gated or not on the Hub
+    gating: dict[str, Any] = field(default_factory=dict)  # GATING_KEYS found in the base card's front matter
 
     @property
     def identity(self) -> str:
@@ -98,9 +101,12 @@ def _resolve_folder(path: Path, settings: RunSettings) -> ResolvedSource:
     if "config.json" not in names:
         raise ModelSourceError(f"{path} has no config.json; is it a transformers model folder?")
     _check_weight_files(names, str(path), settings.trust_pickled_weights)
-    # weights, configs and everything the tokenizer, chat template or model code is read from
+    # weights, configs, everything the tokenizer, chat template or model code is read from, and the license
+    # terms the checkpoint is published with
     hashed = [n for n in names if n.endswith((".safetensors", ".json", ".model", ".txt", ".jinja", ".tiktoken", ".py",
-                                              *PICKLE_SUFFIXES))]
+                                              *PICKLE_SUFFIXES)) or is_license_file(n)]
+    if (path / CHAT_TEMPLATE_DIR).is_dir():
+        hashed += [f"{CHAT_TEMPLATE_DIR}/{n}" for n in list_files(path / CHAT_TEMPLATE_DIR)]
     content = hashlib.sha256(
         json.dumps({n: sha256_file_unchanged(path / n) for n in hashed}, sort_keys=True).encode()
     ).hexdigest()
@@ -119,14 +125,14 @@ def _resolve_gguf(path: Path, settings: RunSettings) -> ResolvedSource:
     except Exception as exc:  # gguf raises bare ValueErrors on corrupt headers
         raise ModelSourceError(f"{path} is not a readable GGUF file ({exc})") from None
 
-    def field(key: str) -> object:
+    def fields_value(key: str) -> object:
         return fields[key].contents() if key in fields else None
 
-    languages = field("general.languages") or []
+    languages = fields_value("general.languages") or []
     return ResolvedSource(
         kind="gguf", reference=str(path.resolve()), local_path=path.resolve().parent, gguf_file=path.name,
         revision=None, content_sha256=sha256_file_unchanged(path), base_model_id=settings.base_model_id,
-        license=field("general.license"), license_name=None, license_link=None,
+        license=fields_value("general.license"), license_name=None, license_link=None,
         language=tuple(languages if isinstance(languages, list) else [languages]),
     )
 
@@ -145,7 +151,8 @@ def _resolve_hub(settings: RunSettings, *, endpoint: str | None, token: str | No
     meta = _metadata_fields(card or {})
     return ResolvedSource(
         kind="hub", reference=repo_id, local_path=None, gguf_file=None, revision=info.sha,
-        content_sha256=None, base_model_id=settings.base_model_id or repo_id, **meta,
+        content_sha256=None, base_model_id=settings.base_model_id or repo_id,
+        gated=info.gated if info.gated in ("auto", "manual") else None, **meta,
     )
 
 
@@ -154,9 +161,9 @@ def fetch_weights(source: ResolvedSource, settings: RunSettings, *, endpoint: st
     """The local folder holding the source's files; downloads a Hub snapshot at the pinned commit."""
     if source.local_path is not None:
         return source.local_path
-    patterns = HUB_ALLOW_PATTERNS + (["*.bin"] if settings.trust_pickled_weights else [])
+    ignore = hub_ignore_patterns(trust_pickled=settings.trust_pickled_weights)
     with _hub_errors(source.reference, source.revision):
-        folder = snapshot_download(source.reference, revision=source.revision, allow_patterns=patterns,
+        folder = snapshot_download(source.reference, revision=source.revision, ignore_patterns=ignore,
                                    endpoint=endpoint, token=token, cache_dir=cache_dir)
     return Path(folder)
 
@@ -188,13 +195,14 @@ def _card_metadata(readme: Path) -> dict:
 
 
 def _metadata_fields(meta: dict) -> dict:
-    """The card facts we inherit (absent values stay None/empty)."""
+    """The card facts we inherit (absent values stay None/empty), from front matter huggingface_hub parsed."""
     language = meta.get("language") or []
     return {
         "license": meta.get("license"),
         "license_name": meta.get("license_name"),
         "license_link": meta.get("license_link"),
         "language": tuple(language if isinstance(language, list) else [language]),
+        "gating": {key: meta[key] for key in GATING_KEYS if meta.get(key) is not None},
     }
 
 
@@ -329,12 +337,13 @@ def saved_weight_names(model, names: list[str]) -> dict[str, str]:
 
 
 def save_checkpoint(model, tokenizer, folder: Path, *, shard_size: str) -> list[str]:
-    """Write safetensors shards (+ index when sharded), config, generation config and tokenizer files.
+    """Write safetensors shards (+ index when sharded), config, generation config and tokenizer files
+    (chat templates included).
 
     safetensors writes tensors from their own memory (no serialised copy), so peak memory stays at the
-    model's size. Returns the names of the files written, sorted.
+    model's size. Returns the paths of the files written relative to `folder`, sorted.
     """
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, max_shard_size=shard_size)
     tokenizer.save_pretrained(folder)
-    return sorted(p.name for p in folder.iterdir() if p.is_file())
+    return list_files(folder)

@@ -23,6 +23,7 @@ from .card import CardSettings, write_card
 from .environment import tool_info
 from .errors import OutputDirError
 from .evaluation import EVAL_DIR, EvalSettings, evaluate_run
+from .hub.extras import inherited_gate
 from .hub_data import moved_dataset
 from .local_paths import path_forms, public_command, public_paths, recorded_path
 from .model_io import (
@@ -73,6 +74,7 @@ class RunOptions:
     progress: bool = True
     endpoint: str | None = None  # Hub to read the base model from
     token: str | None = None
+    gated: str | None = None  # --gated as given; None: a gated base repo's mode is inherited (recorded, warned)
     on_stage: Callable[[str, str], None] = lambda stage, status: None  # ("prune", "done" | "skipped")
 
 
@@ -130,7 +132,8 @@ def _run_stages(settings: RunSettings, options: RunOptions, folder: RunFolder, s
     prune_key = settings.prune_key(source.identity)
     prune_state = folder.record("prune")
     if prune_state and prune_state.get("key") == prune_key and folder.files_intact(prune_state["files"]) \
-            and _layers_saved(folder, prune_state) and not _calibration_moved(settings, prune_state):
+            and _layers_saved(folder, prune_state) and _carries_base_files(prune_state) \
+            and not _calibration_moved(settings, prune_state):
         skipped.append("prune")
         options.on_stage("prune", "skipped")
     else:
@@ -163,10 +166,14 @@ def _run_stages(settings: RunSettings, options: RunOptions, folder: RunFolder, s
 
     metrics = _measure_stage(settings, options, folder, source, prune_state, skipped)
 
+    # The gate is a setting of the base repo, not of its commit: read now, not when the prune stage ran
+    record = SourceRecord(**dict(prune_state["source"], gated=source.gated))
+    gated, gate_warning = inherited_gate(options.gated, record)
     results = Results(
         tool=tool_info(),  # what wrote these results and the card (the prune record keeps its own)
-        settings={**settings.as_dict(), "repo_id": options.repo_id},
-        source=SourceRecord(**prune_state["source"]),
+        settings={**settings.as_dict(), "repo_id": options.repo_id, "gated": gated,
+                  "gated_from_base": gated is not None and options.gated is None},
+        source=record,
         pruning=pruning,
         sparsity=sparsity,
         files=checkpoint_files,
@@ -180,7 +187,8 @@ def _run_stages(settings: RunSettings, options: RunOptions, folder: RunFolder, s
     options.on_stage("card", "done")
     published = dict(checkpoint_files)
     published.update(digest_files(folder.root, [RESULTS_FILE, CARD_FILE, *plots, *eval_files(folder.root)]))
-    return RunOutcome(folder.root, folder.root / CARD_FILE, results, published, skipped, warnings)
+    return RunOutcome(folder.root, folder.root / CARD_FILE, results, published, skipped,
+                      [*warnings, *([gate_warning] if gate_warning else [])])
 
 
 def _layers_saved(folder: RunFolder, prune_state: dict) -> bool:
@@ -188,6 +196,12 @@ def _layers_saved(folder: RunFolder, prune_state: dict) -> bool:
     models' layers by module name where the files use checkpoint names)."""
     saved = weight_locations(folder.root)
     return all(layer["name"] in saved for layer in prune_state["pruning"]["layers"])
+
+
+def _carries_base_files(prune_state: dict) -> bool:
+    """Whether the prune stage copied the base's license terms and templates (records of older versions did
+    not, and their checkpoints lack them)."""
+    return "license_files" in prune_state.get("source", {})
 
 
 def _calibration_moved(settings: RunSettings, prune_state: dict) -> bool:

@@ -16,6 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .base_files import copy_base_files, license_files
 from .environment import environment, tool_info
 from .errors import SettingsError
 from .evaluation import EVAL_DIR
@@ -74,13 +75,18 @@ def _prune_into_place(settings: RunSettings, options: _Fetch, folder: RunFolder,
     weights_dir = fetch_weights(source, settings, endpoint=options.endpoint, token=options.token)
     pruned = _prune_streamed(settings, options, source, weights_dir, folder) or _prune_loaded(
         settings, options, source, weights_dir, folder)
+    # License terms, chat templates and model code that saving leaves out travel with the checkpoint
+    extras = copy_base_files(weights_dir, folder.staging)
+    pruned.files = sorted({*pruned.files, *extras})
     source_record = SourceRecord(
         kind=source.kind, reference=source.reference, base_model_id=source.base_model_id, revision=source.revision,
         content_sha256=source.content_sha256, **pruned.facts, license=source.license,
         license_name=source.license_name, license_link=source.license_link, language=list(source.language),
+        license_files=license_files(extras), gated=source.gated, gating=dict(source.gating),
     )
     files = digest_files(folder.staging, pruned.files)
     for name in pruned.files:
+        (folder.root / name).parent.mkdir(parents=True, exist_ok=True)  # additional_chat_templates/
         (folder.staging / name).replace(folder.root / name)
     record = {
         "key": key,

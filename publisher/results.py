@@ -45,6 +45,10 @@ class SourceRecord:
     license_name: str | None = None
     license_link: str | None = None
     language: list[str] = field(default_factory=list)
+    # Passed on with the checkpoint (absent in results of older versions: the defaults stand in)
+    license_files: list[str] = field(default_factory=list)  # the base's license terms, copied and published
+    gated: str | None = None  # the base Hub repo's gate ("auto" | "manual"), inherited by a push without --gated
+    gating: dict[str, Any] = field(default_factory=dict)  # the base card's extra_gated_* fields, put on the card
 
     @property
     def identity(self) -> str:

@@ -19,6 +19,7 @@ from .card.lint import lint_card
 from .card.plots import PLOTS_DIR
 from .errors import HubAuthError, OutputDirError
 from .hub.auth import resolve_token
+from .hub.extras import inherited_gate
 from .hub.publish import PublishRecord, PushOptions, check_write_access, publish_run
 from .model_io import digest_files
 from .pipeline import RunOptions, RunOutcome, eval_files, run_pipeline
@@ -83,6 +84,7 @@ def run_and_publish(settings: RunSettings, target: PublishTarget, options: RunOp
         if options.output_dir is None:
             options.output_dir = Path("runs") / repo_id.split("/")[1]
         options.repo_id = repo_id
+        options.gated = target.push.gated
         run = run_pipeline(settings, options)
         return _lint_and_push(api, repo_id, run, target)
 
@@ -123,8 +125,12 @@ def load_run(folder: Path) -> RunOutcome:
 
 def _lint_and_push(api, repo_id: str, run: RunOutcome, target: PublishTarget) -> Outcome:
     lint_card(run.card_path.read_text(), run.results)
+    gated, gate_warning = inherited_gate(target.push.gated, run.results.source)
+    if gate_warning and gate_warning not in run.warnings:  # `push` of a finished run: the pipeline did not say it
+        run.warnings.append(gate_warning)
     if target.dry_run:
         return Outcome(run, repo_id, None, target.mode, None)
+    target = dataclasses.replace(target, push=dataclasses.replace(target.push, gated=gated))
     results = run.results
     message = (f"Publish {results.pruning.method} pruning at {results.pruning.target_sparsity:.0%} target "
                f"({results.sparsity.actual_sparsity:.2%} actual)")

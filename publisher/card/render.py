@@ -94,6 +94,8 @@ def card_metadata(results: Results, card: CardSettings) -> tuple[ModelCardData, 
         language=list(source.language) or None,
         tags=tags,
         **license_fields,
+        # the base's access terms (extra_gated_prompt, _fields, ...): a gated derivative asks for the same
+        **{key: value for key, value in source.gating.items() if key.startswith("extra_gated_")},
     )
     return data, warnings
 

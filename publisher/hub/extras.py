@@ -12,6 +12,7 @@ import re
 from huggingface_hub import HfApi
 
 from ..errors import PublishError
+from ..results import SourceRecord
 from .retry import DEFAULT_POLICY, RetryPolicy, with_retries
 
 GATED_MODES = ("auto", "manual")
@@ -36,6 +37,28 @@ def ensure_tag(api: HfApi, repo_id: str, tag: str, commit: str, *, force: bool =
     if next((t.target_commit for t in refs.tags if t.name == tag), None) != commit:  # a concurrent tagger won
         raise PublishError(f"tag {tag!r} of {repo_id} was created elsewhere while publishing; check the repo")
     return True
+
+
+def inherited_gate(asked: str | None, source: SourceRecord) -> tuple[str | None, str | None]:
+    """The gate to push with, and a warning when it comes from the base repo rather than --gated (or when the
+    base card asks for terms but no Hub gate is known, e.g. for a local copy).
+
+        >>> inherited_gate(None, source)      # source.gated == "manual"
+        ('manual', 'the base model org/m is gated (manual) on the Hub: ...')
+
+    Gated bases (Llama, Gemma) make users accept terms that redistributors must pass on: without --gated,
+    the pruned repo asks for the same acceptance, in the same mode.
+    """
+    base = source.base_model_id or source.reference
+    if asked is not None:
+        return asked, None
+    if source.gated in GATED_MODES:
+        return source.gated, (f"the base model {base} is gated ({source.gated}) on the Hub: the pruned repo is gated "
+                              "the same way (--gated auto|manual chooses the mode)")
+    if source.gating:  # e.g. a local copy of a gated model: its card asks for terms the Hub gate would enforce
+        return None, (f"the card of {base} asks users to accept terms (extra_gated_*), but no Hub gate was found; "
+                      "pass --gated manual (or auto) to gate the pruned repo")
+    return None, None
 
 
 def ensure_settings(api: HfApi, repo_id: str, *, gated: str | None = None, private: bool = False,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
+from ..base_files import list_files
 from ..results import LayerSparsity, PruneRecord
 from ..safetensors_io import SafetensorsError, SafetensorsFile, TensorEntry, plan_shards, write_shards
 from . import PruneRequest, check_request, get_method, prune_record
@@ -41,7 +42,7 @@ class NotStreamable(Exception):
 @dataclass
 class StreamedPrune:
     record: PruneRecord
-    files: list[str]  # names written into the output folder, sorted
+    files: list[str]  # paths written into the output folder, relative to it, sorted
     architecture: str
     model_type: str
     num_parameters: int
@@ -50,7 +51,8 @@ class StreamedPrune:
 
 def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, shard_size: str,
                  trust_remote_code: bool = False, progress: bool = True) -> StreamedPrune:
-    """Prune `source`'s safetensors into `out` one tensor at a time, plus config, generation config, tokenizer."""
+    """Prune `source`'s safetensors into `out` one tensor at a time, plus config, generation config, tokenizer
+    (chat templates included)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     method = get_method(request.method)
@@ -117,7 +119,7 @@ def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, 
     GenerationConfig.from_pretrained(source).save_pretrained(out)
     tokenizer.save_pretrained(out)
     record = prune_record(request, elapsed, [counts[layer.weight_name] for layer in layers])
-    return StreamedPrune(record=record, files=sorted(p.name for p in out.iterdir() if p.is_file()),
+    return StreamedPrune(record=record, files=list_files(out),
                          architecture=type(skeleton).__name__, model_type=config.model_type,
                          num_parameters=skeleton.num_parameters(), dtype=str(target).removeprefix("torch."))
 
