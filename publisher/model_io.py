@@ -21,6 +21,7 @@ from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNot
 from huggingface_hub.repocard import metadata_load
 
 from .base_files import CHAT_TEMPLATE_DIR, PICKLE_SUFFIXES, hub_ignore_patterns, is_license_file, list_files
+from .config_compat import write_compatible_config
 from .errors import ArchitectureError, ModelSourceError, SettingsError
 from .hashing import sha256_file, sha256_file_unchanged
 from .placement import check_devices_present, check_map_fits, from_pretrained_kwargs
@@ -338,12 +339,13 @@ def saved_weight_names(model, names: list[str]) -> dict[str, str]:
 
 def save_checkpoint(model, tokenizer, folder: Path, *, shard_size: str) -> list[str]:
     """Write safetensors shards (+ index when sharded), config, generation config and tokenizer files
-    (chat templates included).
+    (chat templates included); config.json also spells RoPE the way older readers expect (`config_compat`).
 
     safetensors writes tensors from their own memory (no serialised copy), so peak memory stays at the
     model's size. Returns the paths of the files written relative to `folder`, sorted.
     """
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, max_shard_size=shard_size)
+    write_compatible_config(folder)
     tokenizer.save_pretrained(folder)
     return list_files(folder)

@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config_compat import top_level_rope_fields as mlx_config_overrides  # also written at save
 from ..environment import cpu_model
 from ..errors import SettingsError
 from .bbq import SYSTEM_PROMPT, USER_TEMPLATE
@@ -350,42 +351,6 @@ def describe_architecture(config: dict[str, Any]) -> str:
     """`'llama' (LlamaForCausalLM)` from a config dict."""
     archs = ", ".join(config.get("architectures") or []) or "no architectures listed"
     return f"{config.get('model_type')!r} ({archs})"
-
-
-def _rope_overrides(params: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if "rope_theta" in params:
-        out["rope_theta"] = params["rope_theta"]
-    rope_type = params.get("rope_type") or params.get("type") or "default"
-    if rope_type != "default":
-        scaling = {k: v for k, v in params.items() if k not in ("rope_theta", "partial_rotary_factor")}
-        out["rope_scaling"] = scaling | {"type": rope_type, "rope_type": rope_type}
-    return out
-
-
-def mlx_config_overrides(config: dict[str, Any]) -> dict[str, Any]:
-    """Config keys mlx-lm needs but a transformers >= 5 folder spells differently (passed to its loader).
-
-        >>> mlx_config_overrides({"rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}})
-        {'rope_theta': 100000.0}
-
-    transformers 5 writes `rope_parameters` (flat, or one dict per layer type) instead of `rope_theta` +
-    `rope_scaling`; keys already at the top level are left alone.
-    """
-    params = config.get("rope_parameters")
-    if not isinstance(params, dict) or "rope_theta" in config:
-        return {}
-    if "full_attention" in params or "sliding_attention" in params:  # one dict per layer type (Gemma-3 style)
-        out = _rope_overrides(params.get("full_attention") or {})
-        if isinstance(params.get("sliding_attention"), dict) and "rope_theta" in params["sliding_attention"]:
-            out["rope_local_base_freq"] = params["sliding_attention"]["rope_theta"]
-    else:
-        out = _rope_overrides(params)
-        if "partial_rotary_factor" in params and "partial_rotary_factor" not in config:
-            out["partial_rotary_factor"] = params["partial_rotary_factor"]
-    if "rope_scaling" in out and config.get("rope_scaling"):
-        out.pop("rope_scaling")
-    return out
 
 
 def _import_mlx() -> Any:

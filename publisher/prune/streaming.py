@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..base_files import list_files
+from ..config_compat import write_compatible_config
 from ..results import LayerSparsity, PruneRecord
 from ..safetensors_io import SafetensorsError, SafetensorsFile, TensorEntry, plan_shards, write_shards
 from . import PruneRequest, check_request, get_method, prune_record
@@ -52,7 +53,7 @@ class StreamedPrune:
 def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, shard_size: str,
                  trust_remote_code: bool = False, progress: bool = True) -> StreamedPrune:
     """Prune `source`'s safetensors into `out` one tensor at a time, plus config, generation config, tokenizer
-    (chat templates included)."""
+    (chat templates included; config.json with RoPE also at the top level, as `save_checkpoint` writes it)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     method = get_method(request.method)
@@ -116,6 +117,7 @@ def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, 
     config.dtype = target
     config.architectures = [type(skeleton).__name__]  # as save_pretrained writes it
     config.save_pretrained(out)
+    write_compatible_config(out)
     GenerationConfig.from_pretrained(source).save_pretrained(out)
     tokenizer.save_pretrained(out)
     record = prune_record(request, elapsed, [counts[layer.weight_name] for layer in layers])
