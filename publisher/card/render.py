@@ -1,4 +1,4 @@
-"""Render the research-only model card from `templates/` (Jinja, strict undefined).
+"""Render the research-only model card from the bundled templates (Jinja, strict undefined).
 
     >>> text = render_card(read_results(Path("runs/x/results.json")), CardSettings())
     >>> text.startswith("---\\n")
@@ -20,13 +20,13 @@ from huggingface_hub import ModelCardData
 
 from ..errors import CardError, describe_read_error
 from ..prune import METHODS
+from ..resources import template_dir as bundled_template_dir
 from ..results import Results, replacing
 from .figures import latency_caveat, metric_rows, not_measured, srs_category_rows
 from .model_index import eval_results, hub_datasets
 from .plots import write_plots
 from .preview import write_preview
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 RESEARCH_ONLY_TAG = "research-only"
 
 
@@ -117,10 +117,10 @@ def write_card(results: Results, card: CardSettings, folder: Path, template_dir:
 
 
 def template_environment(template_dir: Path | None = None) -> jinja2.Environment:
-    """Jinja over `templates/` (a user's `--template` folder first), strict about undefined values."""
+    """Jinja over the bundled templates (a user's `--template` folder first), strict about undefined values."""
     loaders = [jinja2.FileSystemLoader(str(template_dir))] if template_dir else []
     return jinja2.Environment(
-        loader=jinja2.ChoiceLoader([*loaders, jinja2.FileSystemLoader(str(TEMPLATES_DIR))]),
+        loader=jinja2.ChoiceLoader([*loaders, jinja2.FileSystemLoader(str(bundled_template_dir()))]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,

@@ -111,7 +111,7 @@ def check_write_access(api: HfApi) -> str:
     except OSError as exc:
         raise HubAuthError(f"cannot reach the Hub to check the token ({type(exc).__name__})") from None
     except Exception as exc:
-        if is_transient(exc):  # httpx2 network errors are not OSErrors
+        if is_transient(exc):  # httpx network errors are not OSErrors
             raise HubAuthError(f"cannot reach the Hub to check the token ({describe(exc)})") from None
         raise
     role = ((info.get("auth") or {}).get("accessToken") or {}).get("role")

@@ -11,8 +11,11 @@ already stored (the LFS batch answers without `actions`) and the commit carries 
 answer was lost is rejected with 412 on the retry instead of being applied twice (the caller reconciles).
 
     >>> info = with_retries(lambda: api.create_commit(...), what="commit", policy=RetryPolicy(attempts=4))
-    >>> with http_timeouts(120):          # the client's shared httpx2 client has no timeout by default
+    >>> with http_timeouts(120):          # the client's shared httpx client has no timeout by default
     ...     publish_run(...)
+
+The client's HTTP module is `httpx` under huggingface_hub 1.x and `httpx2` under 2.x; both export it as
+`huggingface_hub.utils.httpx`, so that is the only way this code names it (its errors, `Client`, `Timeout`).
 """
 
 from __future__ import annotations
@@ -24,15 +27,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-import httpx2
 from huggingface_hub import set_client_factory
 from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import httpx
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-_TRANSIENT_ERRORS = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError, ConnectionError,
+_TRANSIENT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, ConnectionError,
                      TimeoutError)
 
 
@@ -111,18 +114,18 @@ def with_retries(fn: Callable[[], T], *, what: str, policy: RetryPolicy = DEFAUL
 def http_timeouts(seconds: float) -> Iterator[None]:
     """Within the block, every request of `huggingface_hub` times out after `seconds` without progress.
 
-    The client's shared `httpx2.Client` has `timeout=None`: a stalled server would hang a push forever.
+    The client's shared `httpx.Client` has `timeout=None`: a stalled server would hang a push forever.
     Uses the public `set_client_factory`; the default factory is restored afterwards.
     """
     try:
         from huggingface_hub.utils._http import default_client_factory
     except ImportError:  # pragma: no cover - a future client without it
-        def default_client_factory() -> httpx2.Client:
-            return httpx2.Client(follow_redirects=True)
+        def default_client_factory() -> httpx.Client:
+            return httpx.Client(follow_redirects=True)
 
-    def factory() -> httpx2.Client:
+    def factory() -> httpx.Client:
         client = default_client_factory()
-        client.timeout = httpx2.Timeout(seconds)
+        client.timeout = httpx.Timeout(seconds)
         return client
 
     set_client_factory(factory)
