@@ -5,9 +5,8 @@
 
 from __future__ import annotations
 
-import yaml
-
-from ..errors import CardError, describe_read_error
+from ..errors import CardError
+from ..front_matter import split_card
 from ..results import Results
 from .figures import metric_rows
 from .render import RESEARCH_ONLY_TAG
@@ -17,15 +16,8 @@ REQUIRED_KEYS = ("license", "library_name", "pipeline_tag", "tags")
 
 def lint_card(text: str, results: Results | None = None) -> None:
     problems = []
-    if not text.startswith("---\n") or "\n---\n" not in text[4:]:
-        raise CardError("card has no YAML front matter")
-    front, body = text[4:].split("\n---\n", 1)
-    try:
-        meta = yaml.safe_load(front) or {}
-    except yaml.YAMLError as exc:
-        raise CardError(f"card front matter is not valid YAML: {describe_read_error(exc)}") from None
-    if not isinstance(meta, dict):
-        raise CardError("card front matter must be a YAML mapping")
+    meta, body = split_card(text)  # as the Hub splits it, whatever the line endings
+    body = body.replace("\r\n", "\n").replace("\r", "\n")  # the checks below read "\n"-separated lines
     problems += [f"front matter lacks '{key}'" for key in REQUIRED_KEYS if key not in meta]
     if RESEARCH_ONLY_TAG not in (meta.get("tags") or []):
         problems.append(f"tag '{RESEARCH_ONLY_TAG}' missing")

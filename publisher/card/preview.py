@@ -8,8 +8,10 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-import yaml
 from markdown_it import MarkdownIt
+
+from ..errors import CardError
+from ..front_matter import split_card
 
 PREVIEW_FILE = "preview.html"
 STYLE = """
@@ -24,10 +26,10 @@ img { max-width: 100%; } code { background: #f3f3f3; padding: 0 3px; }
 
 def render_preview(card_text: str) -> str:
     """HTML for a card: a definition list of its front matter, then the Markdown body (GFM tables)."""
-    front, body = "", card_text
-    if card_text.startswith("---\n") and "\n---\n" in card_text[4:]:
-        front, body = card_text[4:].split("\n---\n", 1)
-    meta = yaml.safe_load(front) or {}
+    try:
+        meta, body = split_card(card_text)  # as the Hub splits it, whatever the line endings
+    except CardError:  # no usable front matter: the Hub shows the whole text
+        meta, body = {}, card_text
     items = "".join(f"<dt>{html.escape(str(key))}</dt><dd>{html.escape(_flat(value))}</dd>"
                     for key, value in meta.items())
     body_html = MarkdownIt("commonmark", {"html": False}).enable("table").render(body)

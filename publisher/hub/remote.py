@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from huggingface_hub import HfApi
 from huggingface_hub.hf_api import RepoFile
 
 from ..errors import PublishError
+from ..front_matter import card_metadata
 from ..hashing import sha256_file
 from ..results import Results
 from .retry import DEFAULT_POLICY, RetryPolicy, with_retries
@@ -36,14 +36,8 @@ _LEGACY_SIGNATURE = "**Made with:** publish-pruned"
 
 
 def front_matter(text: str) -> dict[str, Any]:
-    """The YAML front matter of a card as a dict ({} when absent or invalid)."""
-    if not text.startswith("---\n") or "\n---" not in text[3:]:
-        return {}
-    try:
-        data = yaml.safe_load(text[4:].split("\n---", 1)[0])
-    except yaml.YAMLError:
-        return {}
-    return data if isinstance(data, dict) else {}
+    """The YAML front matter of a card as a dict ({} when absent or invalid), read as the Hub reads it."""
+    return card_metadata(text)
 
 
 def is_publish_pruned_card(text: str) -> bool:
