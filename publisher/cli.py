@@ -11,7 +11,6 @@ Examples:
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import re
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import click
 
+from .cli_errors import fail, redact
 from .cli_measure import (
     check_output_file,
     eval_options,
@@ -28,19 +28,8 @@ from .cli_measure import (
     placement_options,
     register_measure_commands,
 )
-from .errors import CardError, DiskFullError, Interrupted, PublishPrunedError, SettingsError
+from .errors import CardError, PublishPrunedError, SettingsError
 from .settings import DTYPES, TIE_POLICIES, RunSettings, validate_repo_id
-
-TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9_]{6,}")
-
-
-_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")  # user:secret@ in http://user:secret@host
-
-
-def redact(text: str) -> str:
-    """Belt and braces: no token-looking string or URL credential ever reaches the terminal or a record."""
-    return _URL_CREDENTIALS.sub("***@", TOKEN_PATTERN.sub("hf_***", text))
-
 
 _ENDPOINT = re.compile(r"https?://[^/\s:@]+(:\d{1,5})?(/\S*)?")
 
@@ -59,22 +48,6 @@ hub_endpoint_option = click.option("--hub-endpoint", envvar="HF_ENDPOINT", callb
 def recorded_command() -> str:
     """This invocation as typed, for results.json and the card: tokens and URL credentials removed."""
     return redact(" ".join(shlex.quote(a) for a in ["publish-pruned", *sys.argv[1:]]))
-
-
-def fail(exc: BaseException, verbose: bool) -> None:
-    if isinstance(exc, KeyboardInterrupt):
-        exc = Interrupted("interrupted: the output folder is resumable; re-run the same command to continue")
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        where = f" writing {exc.filename}" if exc.filename else ""
-        exc = DiskFullError(f"no space left on the device{where}; free some and re-run the same command "
-                            "(finished stages are kept)")
-    if isinstance(exc, PublishPrunedError):
-        click.echo(redact(f"error: {exc}"), err=True)
-        sys.exit(exc.exit_code)
-    if verbose:
-        raise exc
-    click.echo(redact(f"error: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)"), err=True)
-    sys.exit(1)
 
 
 def quiet_libraries() -> None:

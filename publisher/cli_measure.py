@@ -90,7 +90,7 @@ def _num(x: float | None) -> str:
 
 
 def _guarded(ctx: click.Context, action) -> None:
-    from .cli import fail
+    from .cli_errors import fail
     from .errors import PublishPrunedError
 
     try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .errors import SettingsError
 
@@ -25,10 +25,19 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from .settings import RunSettings
-
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 _NAMED_DEVICES = ("cpu", "disk", "mps")
+
+
+class Placed(Protocol):
+    """What placement reads of a run's settings (`settings.RunSettings` has it). A protocol, not an import:
+    settings validates placement options with this module, so this module must not import settings."""
+
+    @property
+    def device_map(self) -> str | None: ...
+
+    @property
+    def max_memory(self) -> str | None: ...
 
 
 def parse_device_map(value: str) -> str | dict[str, int | str]:
@@ -96,7 +105,7 @@ def check_placement(*, device: str, device_map: str | None, max_memory: str | No
     parse_max_memory(max_memory)
 
 
-def check_devices_present(settings: RunSettings) -> None:
+def check_devices_present(settings: Placed) -> None:
     """Every device a device map or memory budget names exists here (checked when a run starts, not when a
     manifest is read: a release grid may be previewed on a machine without its GPUs)."""
     if settings.device_map is None:
@@ -121,7 +130,7 @@ def _check_available(device: int | str) -> None:
         raise SettingsError("device 'mps' is named for placement but MPS is not available")
 
 
-def from_pretrained_kwargs(settings: RunSettings, offload_dir: Path | None) -> dict:
+def from_pretrained_kwargs(settings: Placed, offload_dir: Path | None) -> dict:
     """Extra `from_pretrained` arguments for a device map; empty when the model goes to one device."""
     if settings.device_map is None:
         return {}
