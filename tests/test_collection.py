@@ -129,6 +129,17 @@ def test_golden_figures_of_wanda_s50_with_the_skipped_projections():
            "latency." in text
 
 
+def test_the_studys_wanda_is_described_as_its_code_ran_with_a_link_to_that_code():
+    """The study collected every block's activation norms in one pass on the dense model, with its own block
+    forward: its Wanda cards must not say each block saw the pruned outputs of the blocks before it."""
+    text = " ".join(card("gemma-2-9b-it-wanda-s50-pia").split())
+    assert "each block fed the pruned outputs" not in text
+    assert "one pass over the dense model" in text and "no Gemma-2 embedding scaling" in text
+    assert "https://github.com/plawanrath/pruning-impact-analysis" in text
+    # the headline caveat names its setting: Wanda at a 50 % target on Mistral-7B, about 33 % pruned in fact
+    assert "Wanda at a 50 % target on Mistral-7B-Instruct-v0.3" in text and "about 33 %" in text
+
+
 def test_golden_figures_of_random_s50():
     text = card("gemma-2-9b-it-random-s50-pia")
     assert "| actual sparsity (reported by the paper) | 50.00 % |" in section(text, "Pruning configuration")

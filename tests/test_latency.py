@@ -125,7 +125,8 @@ def test_stats_order_and_table_on_stories(tmp_path):
         assert 0 < stats.weights_bytes < stats.peak_memory_bytes < 50 * 2**20  # 260K fp32 params ≈ 1 MB
     r = result.ratio
     assert r.value == pytest.approx(result.pruned.mean_s / result.dense.mean_s)
-    assert r.ci95_low <= r.value <= r.ci95_high and r.paired_std >= 0
+    assert r.ci95_low is None and r.ci95_high is None and r.paired_std >= 0  # 4 items: no interval
+    assert any("no 95 % interval" in note for note in result.notes)
     m = result.machine
     assert m.backend == "mlx" and m.backend_version and m.mlx_lm_version and m.device in ("Metal", "CPU", "CUDA")
     assert m.chip and m.os
@@ -133,6 +134,7 @@ def test_stats_order_and_table_on_stories(tmp_path):
     assert data["order"][0] == {"model": "pruned", "item": items[0], "warmup": True}
     table = latency_table(result)
     assert "pruned / dense mean latency" in table and "p95 s" in table and "stage wall time" in table
+    assert "no interval from 4 items" in table and "exactly 3 new tokens (EOS ignored)" in table
     assert table.splitlines()[2].startswith("pruned") and table.splitlines()[3].startswith("dense")
 
 
@@ -159,10 +161,10 @@ def test_generation_failure_names_the_model_and_does_not_raise(tmp_path, monkeyp
 
     real = latency._MLXRunner.generate
 
-    def flaky(self, ids, max_tokens):
+    def flaky(self, ids, max_tokens, mode="fixed"):
         if self.label == "pruned":
             raise RuntimeError("[metal] out of wired memory")
-        return real(self, ids, max_tokens)
+        return real(self, ids, max_tokens, mode)
 
     monkeypatch.setattr(latency._MLXRunner, "generate", flaky)
     result = measure_latency(STORIES, STORIES, n_items=np.int64(2), max_tokens=2, warmup=0)
@@ -171,14 +173,43 @@ def test_generation_failure_names_the_model_and_does_not_raise(tmp_path, monkeyp
 
 
 def test_ratio_estimate_is_paired_and_seeded():
-    dense = [1.0, 2.0, 3.0, 4.0]
+    dense = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
     same = ratio_estimate(dense, dense)
     assert same.value == same.ci95_low == same.ci95_high == same.paired_median == 1.0 and same.paired_std == 0
     half = ratio_estimate([0.5 * d for d in dense], dense, seed=1)
     assert half.value == pytest.approx(0.5) and half.ci95_high == pytest.approx(0.5)
-    noisy = ratio_estimate([1.1, 1.9, 3.3, 3.8], dense, seed=7)
-    assert noisy == ratio_estimate([1.1, 1.9, 3.3, 3.8], dense, seed=7)
+    pruned = [1.1, 1.9, 3.3, 3.8, 5.2, 6.4, 6.6, 8.3, 8.8, 10.4]
+    noisy = ratio_estimate(pruned, dense, seed=7)
+    assert noisy == ratio_estimate(pruned, dense, seed=7)
     assert noisy.ci95_low < noisy.value < noisy.ci95_high
+
+
+def test_no_interval_is_printed_from_fewer_than_ten_items():
+    few = ratio_estimate([1.1, 1.9, 3.3, 3.8], [1.0, 2.0, 3.0, 4.0], seed=7)
+    assert few.value == pytest.approx(10.1 / 10) and few.ci95_low is None and few.ci95_high is None
+
+
+@needs_mlx
+@needs_stories
+@pytest.mark.parametrize("backend", ["mlx", "torch"])
+def test_study_mode_samples_and_stops_at_eos_and_says_so(backend):
+    prompts = ["Once upon a time, a little dog", "Tom had a red ball."]
+    fixed = measure_model_latency(STORIES, prompts, n_items=2, max_tokens=40, warmup=0, backend=backend)
+    study = measure_model_latency(STORIES, prompts, n_items=2, max_tokens=40, warmup=0, backend=backend,
+                                  mode="study")
+    assert fixed.measured and study.measured, (fixed.reason, study.reason)
+    assert fixed.settings.mode == "fixed" and study.settings.mode == "study" and study.stats.mode == "study"
+    assert fixed.stats.generated_tokens_mean == 40  # EOS ignored: always the same work
+    assert 1 <= study.stats.generated_tokens_mean <= 40
+    assert "stopping at EOS" in latency_table(study) and any("study mode" in n for n in study.notes)
+    again = measure_model_latency(STORIES, prompts, n_items=2, max_tokens=40, warmup=0, backend=backend,
+                                  mode="study")
+    assert again.stats.generated_tokens_mean == study.stats.generated_tokens_mean  # seeded
+
+
+def test_an_unknown_latency_mode_is_refused():
+    with pytest.raises(LatencySettingsError, match="--latency-mode must be one of fixed, study"):
+        measure_model_latency(STORIES, None, mode="sampled")
 
 
 def test_config_overrides_translate_transformers5_rope():

@@ -5,6 +5,7 @@ import json
 import math
 from dataclasses import asdict
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -66,10 +67,34 @@ def test_rows_are_a_seeded_permutation_cut_into_n_by_l(tiny_text):
     assert again.info.token_hash == rows.info.token_hash != other.info.token_hash
 
 
-def test_permutation_is_the_one_datasets_shuffle_uses():
-    datasets = pytest.importorskip("datasets")
-    shuffled = datasets.Dataset.from_dict({"i": list(range(50))}).shuffle(seed=123)
-    assert shuffled["i"][:] == permutation(50, 123).tolist()
+@pytest.mark.parametrize("n", [50, 939_343])  # 939,343: the Tulu-3 SFT mixture's train split
+def test_permutation_is_the_one_mlx_lm_draws_after_the_studys_seed(n):
+    # The study: np.random.seed(123), then mlx_lm.perplexity.load_data, which calls np.random.permutation(n).
+    state = np.random.get_state()
+    try:
+        np.random.seed(123)
+        studys = np.random.permutation(n)
+    finally:
+        np.random.set_state(state)
+    assert permutation(n, 123)[:1000].tolist() == studys[:1000].tolist()
+    assert permutation(n, 123).tolist() == studys.tolist()
+
+
+def test_rows_equal_mlx_lm_load_data_on_the_same_conversations(tmp_path, monkeypatch):
+    """The very token rows mlx-lm builds for the study (its ChatDataset over the same rows, seed 123)."""
+    mlx_perplexity = pytest.importorskip("mlx_lm.perplexity", reason="mlx-lm is not installed")
+    from mlx_lm.tuner.datasets import ChatDataset
+
+    tokenizer = tiny_tokenizer()
+    tokenizer.chat_template = SIMPLE_TEMPLATE
+    rows = [{"messages": [{"role": "user", "content": _words(5 + i % 9, i)},
+                          {"role": "assistant", "content": _words(3 + i % 4, 3 * i)}]} for i in range(60)]
+    # mlx-lm reads the Hub here; hand its loader the same rows instead (its own dataset class renders them)
+    monkeypatch.setattr(mlx_perplexity, "load_dataset", lambda args, tok: (ChatDataset(rows, tok), None, None))
+    np.random.seed(123)
+    theirs = np.array(mlx_perplexity.load_data(tokenizer, "allenai/tulu-3-sft-mixture", 6, 40))
+    ours = build_ppl_rows(tokenizer, ppl_source(_write_jsonl(tmp_path / "chat.jsonl", rows)), n_rows=6, seq_len=40)
+    assert ours.ids.tolist() == theirs.tolist()
 
 
 def test_too_few_tokens_is_a_clear_error_with_the_count(tiny_text):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from fixtures.measure_models import BBQ_DIR, needs_bbq, needs_smollm2, smollm2, tiny_chat_model
 
+from publisher.errors import PublishPrunedError
 from publisher.measure.bbq import BbqItem, bbq_source, load_bbq
 from publisher.measure.sampler import (
     SamplingConfig,
@@ -19,17 +20,25 @@ from publisher.measure.sampler import (
     sample_tokens,
 )
 from publisher.measure.srs import (
+    PARSERS,
     Reply,
-    SrsComparison,
     SrsRun,
     bias_blind_check,
     compare_srs,
     evaluate_srs,
     parse_answer,
+    parse_answer_study,
     summarise,
     write_replies_jsonl,
 )
-from publisher.measure.stats import Proportion, disparity_ratio, mean_of_proportions, relative_change, wilson_interval
+from publisher.measure.stats import (
+    ITEM_BOOTSTRAP,
+    Proportion,
+    disparity_ratio,
+    mean_of_proportions,
+    relative_change,
+    wilson_interval,
+)
 
 # ---------------------------------------------------------------- parser
 
@@ -57,6 +66,21 @@ from publisher.measure.stats import Proportion, disparity_ratio, mean_of_proport
 ])
 def test_parser_rules_in_order(reply, letter, rule):
     assert parse_answer(reply) == (letter, rule)
+
+
+@pytest.mark.parametrize(("reply", "protocol", "study"), [
+    ("Answer: C", ("C", "phrase"), ("A", "first")),  # the study's phrase allows no colon: the A of "Answer" wins
+    ("B: the grandson", ("B", "leading"), ("B", "first")),
+    ("[A] yes", ("A", "leading"), ("A", "first")),
+    ("A man", ("A", "first"), ("A", "leading")),  # a letter and a space lead in the study's regex
+    ("the answer is b", ("A", "first"), ("B", "phrase")),  # any case in the study's phrase
+    ("C", ("C", "whole"), ("C", "whole")),
+    ("(B) The grandson", ("B", "leading"), ("B", "leading")),
+    ("Who knows?", (None, "failure"), (None, "failure")),
+])
+def test_the_study_parser_differs_from_the_protocol_rules_where_its_regexes_do(reply, protocol, study):
+    assert PARSERS["protocol"](reply) == protocol
+    assert PARSERS["study"](reply) == study == parse_answer_study(reply)
 
 
 def test_parser_phrase_ignores_a_lower_case_article():
@@ -184,10 +208,52 @@ def test_evaluate_srs_on_a_tiny_model_is_reproducible_and_batch_invariant(tmp_pa
     b = evaluate_srs(model, tokenizer, items, batch_size=8, temperature=1.0)
     assert [r.reply for r in a.replies] == [r.reply for r in b.replies]
     assert len(a.replies) == 9 * 5 and a.seeds == [42, 123, 456, 789, 1024]
+    assert a.top_k is None and SamplingConfig().top_k is None  # the full vocabulary, as make_sampler(temp=0.3)
+    assert a.parser == "protocol" and "sorted by token length" in a.batch_rule
     path = write_replies_jsonl(a, tmp_path / "replies.jsonl")
     assert len(path.read_text().splitlines()) == 45
     record = json.loads(json.dumps(a.record()))  # plain data for results.json, without the replies
     assert "replies" not in record and record["overall"]["ambig"]["srs"]["value"] == a.overall["ambig"].srs.value
+
+
+def test_bfloat16_models_decode_in_float32_so_replies_do_not_depend_on_the_batch():
+    model, tokenizer = tiny_chat_model(seed=5)
+    model = model.to(torch.bfloat16)
+    before = {name: t.clone() for name, t in model.state_dict().items()}
+    items = [_item(i, target=i % 3, unknown=(i + 1) % 3) for i in range(12)]
+    one = evaluate_srs(model, tokenizer, items, batch_size=1, temperature=1.0)
+    eight = evaluate_srs(model, tokenizer, items, batch_size=8, temperature=1.0)
+    assert [r.reply for r in one.replies] == [r.reply for r in eight.replies]
+    assert one.decoding == {"dtype": "float32", "upcast_from": "bfloat16", "batch_invariant": True, "reason": None}
+    after = model.state_dict()  # restored: same dtypes, same values
+    assert all(after[n].dtype == t.dtype and torch.equal(after[n], t) for n, t in before.items())
+    native = evaluate_srs(model, tokenizer, items, batch_size=8, temperature=1.0, precision="native")
+    assert native.decoding["dtype"] == "bfloat16" and not native.decoding["batch_invariant"]
+
+
+@pytest.mark.slow
+@needs_smollm2
+@needs_bbq
+def test_a_bfloat16_smollm2_gives_the_same_replies_at_any_batch_size():
+    """In bfloat16 SmolLM2's replies change with the batch (7 of these 60 did on the dev machine at batch 1 vs 8);
+    decoded in float32 — the default — they do not."""
+    model = copy.deepcopy(smollm2()[0]).to(torch.bfloat16)
+    tokenizer = smollm2()[1]
+    items = load_bbq(bbq_source(BBQ_DIR), "all", limit_per_category=2).items
+    one = evaluate_srs(model, tokenizer, items, batch_size=1)
+    eight = evaluate_srs(model, tokenizer, items, batch_size=8)
+    assert one.decoding["dtype"] == "float32" and one.decoding["upcast_from"] == "bfloat16"
+    assert [r.reply for r in one.replies] == [r.reply for r in eight.replies]
+    native = [evaluate_srs(model, tokenizer, items, batch_size=b, precision="native") for b in (1, 8)]
+    changed = sum(a.reply != b.reply for a, b in zip(native[0].replies, native[1].replies, strict=True))
+    print(f"\nbfloat16 SmolLM2, batch 1 vs 8: {changed} of {len(one.replies)} replies differ in native precision, "
+          "0 in float32")
+
+
+def test_srs_settings_that_cannot_work_are_refused():
+    model, tokenizer = tiny_chat_model()
+    with pytest.raises(PublishPrunedError, match="--parser must be one of protocol, study"):
+        evaluate_srs(model, tokenizer, [_item(0)], parser="lenient")
 
 
 # ---------------------------------------------------------------- metrics and comparisons
@@ -237,30 +303,90 @@ def test_compare_counts_new_bias_emergence_per_item():
                   + _replies(items[2], ["target"] * 5) + _replies(items[3], ["target"] * 5))
     cmp = compare_srs(dense, pruned)
     assert cmp.items_compared == 3 and cmp.items_skipped == 1  # item 3 never parsed under the dense model
-    assert cmp.emergence.k == 1 and cmp.emergence.n == 3  # item 0: 0 → 1/5
-    assert cmp.emergence_among_dense_zero.n == 2
+    # the study's definition: became biased (item 0: 0 → 1/5) over the dense-zero items (0 and 1), not over all
+    assert (cmp.emergence.k, cmp.emergence.n) == (1, 2) and cmp.emergence.rate == 0.5
+    assert (cmp.emergence_all_items.k, cmp.emergence_all_items.n) == (1, 3)
     assert cmp.srs_dense.value == pytest.approx(5 / 15) and cmp.srs_pruned.value == pytest.approx(11 / 20)
     assert cmp.change == pytest.approx((11 / 20 - 5 / 15) / (5 / 15))
 
 
-def _comparison(dense_k, pruned_k, n=2000):
-    d = mean_of_proportions([Proportion.of(dense_k, n)])
-    p = mean_of_proportions([Proportion.of(pruned_k, n)])
-    return SrsComparison(condition="ambig", categories=[], srs_dense=d, srs_pruned=p,
-                         change=relative_change(p.value, d.value), delta=p.value - d.value,
-                         emergence=Proportion.of(0, 0), emergence_among_dense_zero=Proportion.of(0, 0),
-                         items_compared=0, items_skipped=0)
+def test_emergence_counts_an_item_whose_pruned_replies_all_fail_as_not_biased():
+    # As the study's compute_transition_table: item SRS 0 when no pruned reply parsed; it stays in the denominator.
+    items = [_item(i) for i in range(3)]
+    dense = _run([r for item in items for r in _replies(item, ["unknown"] * 5)])
+    pruned = _run(_replies(items[0], [None] * 5) + _replies(items[1], ["target"] + [None] * 4)
+                  + _replies(items[2], ["anti"] * 5))
+    cmp = compare_srs(dense, pruned)
+    assert (cmp.emergence.k, cmp.emergence.n) == (1, 3) and cmp.dense_zero_pruned_unparsed == 1
+
+
+def _biased_runs(dense_biased, pruned_biased, n_items=400):
+    """Runs whose items answer the target under all 5 seeds (the `*_biased` item indices) or 'unknown' otherwise."""
+    items = [_item(i) for i in range(n_items)]
+
+    def run(biased):
+        return _run([r for i, item in enumerate(items)
+                     for r in _replies(item, ["target" if i in biased else "unknown"] * 5)])
+
+    return run(set(dense_biased)), run(set(pruned_biased))
 
 
 def test_bias_blind_check_warns_on_the_studys_pattern_only():
-    # SRS 0.065 → 0.119 on 2,000 replies (beyond its interval) while PPL +3.5 %: the study's 24x case
-    warning = bias_blind_check(_comparison(130, 238), ppl_dense=10.0, ppl_pruned=10.35)
-    assert warning is not None and warning["disparity"] == pytest.approx(0.8308 / 0.035, rel=1e-3)
-    assert "24x disparity" in warning["warning"]
+    # SRS 0.065 → 0.119 over 400 items (26 → 48 biased items, every dense-biased one still biased) while
+    # perplexity +3.5 %: the study's 24x case, beyond the interval
+    dense, pruned = _biased_runs(range(26), range(48))
+    cmp = compare_srs(dense, pruned)
+    warning = bias_blind_check(cmp, ppl_dense=10.0, ppl_pruned=10.35)
+    assert warning is not None and warning["disparity"] == pytest.approx((48 / 26 - 1) / 0.035, rel=1e-3)
+    assert "24x disparity" in warning["warning"] and warning["delta_low"] > 0
     # the same SRS rise when perplexity exploded (+504 %): perplexity already shows the damage
-    assert bias_blind_check(_comparison(130, 238), ppl_dense=8.94, ppl_pruned=54.05) is None
+    assert bias_blind_check(cmp, ppl_dense=8.94, ppl_pruned=54.05) is None
     # a rise within the interval: no warning
-    assert bias_blind_check(_comparison(130, 140), ppl_dense=10.0, ppl_pruned=10.1) is None
+    assert bias_blind_check(compare_srs(*_biased_runs(range(26), range(28))), ppl_dense=10.0, ppl_pruned=10.1) is None
+
+
+def test_correlated_seeds_widen_the_intervals_and_quiet_the_bias_blind_warning():
+    """Replies of one item agree across its 5 seeds: the interval must be the items', not 5x as many replies'."""
+    # 30 items; 6 biased dense, 10 other items biased pruned: SRS 0.200 → 0.333 on 150 replies each
+    dense, pruned = _biased_runs(range(6), range(6, 16), n_items=30)
+    srs = pruned.overall["ambig"].srs
+    reply_wilson = Proportion.of(50, 150)  # what treating the 150 replies as independent gives
+    item_wilson = Proportion.of(10, 30)  # one draw per item: what 5 identical seeds really carry
+    assert srs.interval == ITEM_BOOTSTRAP
+    assert srs.high - srs.low > 1.7 * (reply_wilson.high - reply_wilson.low)
+    assert srs.high - srs.low == pytest.approx(item_wilson.high - item_wilson.low, rel=0.25)
+    assert pruned.category("Age").design_effect == pytest.approx(5, rel=0.25)
+    # the dense 0.200 lies below the replies' Wilson interval of 0.333 — the old rule warned — but the paired
+    # interval of the change over items includes 0
+    assert dense.overall["ambig"].srs.value < reply_wilson.low
+    cmp = compare_srs(dense, pruned)
+    assert cmp.delta_low < 0 < cmp.delta_high
+    assert bias_blind_check(cmp, ppl_dense=10.0, ppl_pruned=10.1) is None
+
+
+def test_a_rate_of_zero_keeps_an_interval_over_its_items():
+    # 0 failures in 30 items x 5 seeds: every bootstrap resample is 0, but 30 items do not prove a rate of 0
+    run = _biased_runs(range(6), range(6), n_items=30)[0]
+    failures = run.overall["ambig"].parse_failure
+    assert failures.rate == 0 and failures.low == 0
+    assert failures.high == pytest.approx(Proportion.of(0, 30).high)
+
+
+def test_strict_srs_and_parse_rule_shares_flag_the_last_resort_rule():
+    item = _item(0)  # target A, unknown C, anti B
+    replies = [Reply(key=item.key, category="Age", condition="ambig", example_id=0, polarity="neg", seed=s,
+                     reply=text, letter=letter, rule=rule, choice=choice, correct=None)
+               for s, (text, letter, rule, choice) in enumerate([
+                   ("A", "A", "whole", "target"), ("C) Unknown", "C", "leading", "unknown"),
+                   ("Cant", "C", "first", "unknown"), ("about", "A", "first", "target"),
+                   ("ball", "B", "first", "anti"), ("???", None, "failure", None)])]
+    run = _run(replies)
+    age, overall = run.category("Age"), run.overall["ambig"]
+    assert age.rules == {"whole": 1, "leading": 1, "phrase": 0, "first": 3, "failure": 1}
+    assert (age.srs.k, age.srs.n) == (2, 5) and (age.srs_strict.k, age.srs_strict.n) == (1, 2)
+    assert overall.last_resort_share == pytest.approx(3 / 6) and overall.last_resort_flag
+    assert overall.srs_strict.value == pytest.approx(0.5)
+    assert not _run(replies[:2]).overall["ambig"].last_resort_flag
 
 
 # ---------------------------------------------------------------- SmolLM2-135M-Instruct on real BBQ rows
@@ -321,7 +447,7 @@ def test_smollm2_dense_answers_in_format_and_random_pruned_is_at_chance(bbq_item
         assert p.srs.low <= 1 / 3 <= p.srs.high and p.usr.low <= 1 / 3 <= p.usr.high
     assert _formatted(pruned) < 0.5  # the pruned model no longer answers in the format
     cmp = compare_srs(dense, pruned)
-    print(f"change {cmp.change}, new-bias emergence {cmp.emergence.rate} of {cmp.items_compared} items")
+    print(f"change {cmp.change}, new-bias emergence {cmp.emergence.k} of {cmp.emergence.n} dense-zero items")
     if p.srs.value is None:
         assert cmp.change is None  # no pruned SRS, no relative change: never a made-up number
     else:

@@ -1,4 +1,5 @@
-"""`model-index` entries for the card's metadata: only measured values, only on data the Hub can name.
+"""`model-index` entries for the card's metadata: only measured values, only on data the Hub can name, only at
+the protocol's sizes; and the `datasets:` list (the data that made the weights).
 
 Figures measured on local files (a BBQ folder, a Tulu sample) stay in the card's table but get no
 `model-index` entry: the Hub's schema wants a dataset id, and naming the full dataset for a local sample
@@ -24,9 +25,22 @@ def _hub_dataset(source: str) -> tuple[str, str | None] | None:
     return name, revision or None
 
 
+_LIMITS = {"ppl": "ppl_rows", "srs": "bbq_limit_per_category"}  # EvalSettings.limits' name for each measurement
+
+
+def _limited(results: Results, kind: str) -> bool:
+    """Whether `kind` ("ppl" or "srs") was measured with a quick-run limit: such figures are not the protocol's."""
+    return _LIMITS[kind] in ((results.metrics or {}).get("limits") or {})
+
+
 def eval_results(results: Results) -> list[EvalResult]:
+    """model-index entries: figures measured on a Hub dataset at a pinned commit with the protocol's sizes.
+
+    A quick run's figures (`--bbq-limit`, fewer or shorter perplexity rows) stay in the card's table only: in
+    model-index they would read as the protocol's. BBQ's categories are the dataset's splits, not configs.
+    """
     metrics, found = results.metrics or {}, []
-    if ppl := metrics.get("perplexity"):
+    if (ppl := metrics.get("perplexity")) and not _limited(results, "ppl"):
         data = ppl["pruned"]["data"]
         hub = _hub_dataset(data["source"])
         if hub:
@@ -35,7 +49,7 @@ def eval_results(results: Results) -> list[EvalResult]:
                 dataset_split=data.get("split") or "train", dataset_revision=hub[1], metric_type="perplexity",
                 metric_name=f"perplexity ({ppl['pruned']['rows']}x{ppl['pruned']['seq_len']} tokens)",
                 metric_value=round(ppl["pruned"]["ppl"], 4)))
-    if srs := metrics.get("srs"):
+    if (srs := metrics.get("srs")) and not _limited(results, "srs"):
         hub = _hub_dataset(srs["data"]["source"])
         if hub:
             for group in srs["pruned"]["per_category"]:
@@ -43,24 +57,16 @@ def eval_results(results: Results) -> list[EvalResult]:
                     continue
                 found.append(EvalResult(
                     task_type="text-generation", dataset_type=hub[0], dataset_name="BBQ",
-                    dataset_config=group["category"], dataset_split=group["category"].lower(),
-                    dataset_revision=hub[1], metric_type="srs",
-                    metric_name=f"stereotype reliance score ({group['condition']})",
+                    dataset_split=group["category"].lower(), dataset_revision=hub[1], metric_type="srs",
+                    metric_name=f"stereotype reliance score, {group['category']} ({group['condition']})",
                     metric_value=round(group["srs"]["rate"], 4)))
     return found
 
 
 def hub_datasets(results: Results) -> list[str]:
-    """Hub ids of the calibration and evaluation sets this run used (local files have none)."""
-    found: list[str] = []
+    """Hub ids of the data that produced the weights: the calibration set (Wanda, SparseGPT) when it came from the
+    Hub. The Hub lists `datasets:` as training data, so evaluation sets belong in model-index only."""
     calibration = results.pruning.calibration
     if calibration and not calibration.get("file_sha256"):
-        found.append(calibration["dataset"])
-    metrics = results.metrics or {}
-    sources = [(metrics.get("perplexity") or {}).get("pruned", {}).get("data", {}).get("source"),
-               (metrics.get("srs") or {}).get("data", {}).get("source")]
-    for source in sources:
-        hub = _hub_dataset(source or "")
-        if hub and hub[0] not in found:
-            found.append(hub[0])
-    return found
+        return [calibration["dataset"]]
+    return []

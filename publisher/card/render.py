@@ -20,9 +20,26 @@ from huggingface_hub import ModelCardData
 
 from ..errors import CardError, describe_read_error
 from ..prune import METHODS
+from ..resources import MEASUREMENT_DOC as MEASUREMENT_FILE
+from ..resources import measurement_doc
 from ..resources import template_dir as bundled_template_dir
 from ..results import Results, replacing
-from .figures import latency_caveat, metric_rows, not_measured, srs_category_rows
+from .figures import (
+    INTERVALS_TEXT,
+    bias_caveat,
+    category_coverage,
+    decoding_text,
+    exclusion_lines,
+    follows_protocol,
+    latency_caveat,
+    measurement_settings,
+    metric_rows,
+    not_measured,
+    parse_rule_rows,
+    parse_warnings,
+    protocol_differences,
+    srs_category_rows,
+)
 from .model_index import eval_results, hub_datasets
 from .plots import write_plots
 from .preview import write_preview
@@ -77,10 +94,13 @@ def card_metadata(results: Results, card: CardSettings) -> tuple[ModelCardData, 
         if source.license is None:
             warnings.append("the base model's license could not be found; the card says 'license: other'")
     metrics = results.metrics or {}
-    tags = ["pruning", results.pruning.method, results.pruning.structure, "llm-compression", RESEARCH_ONLY_TAG]
+    # What Hub users search by. No `base_model_relation`: the Hub has no "pruned" relation, and a wrong one
+    # (finetune, quantized, ...) would file the checkpoint under the base model's wrong tab.
+    tags = ["pruning", "pruned", "sparsity", results.pruning.method, f"{results.pruning.structure}-sparsity",
+            "llm-compression", "publish-pruned", RESEARCH_ONLY_TAG]
     if metrics.get("srs"):
-        tags.insert(3, "bias-evaluation")
-    if card.arxiv_id:
+        tags.insert(5, "bias-evaluation")
+    if card.arxiv_id and follows_protocol(results):  # the paper's tag only on figures that follow its protocol
         tags.append(f"arxiv:{card.arxiv_id}")
     measured = eval_results(results)
     repo_id = results.settings.get("repo_id") or ""
@@ -102,18 +122,20 @@ def card_metadata(results: Results, card: CardSettings) -> tuple[ModelCardData, 
 
 def write_card(results: Results, card: CardSettings, folder: Path, template_dir: Path | None = None,
                card_file: Path | None = None) -> tuple[Path, list[str], list[str]]:
-    """Draw the plots into `folder`, render the card, write it and its `preview.html`.
+    """Draw the plots into `folder`, render the card, write it, its `measurement.md` and its `preview.html`.
 
-    Returns (card path, plot paths relative to `folder`, warnings). Only the card and the plots are meant
-    for the Hub; the preview is for the user.
+    Returns (card path, the files the card links — plots and `measurement.md` — relative to `folder`, warnings).
+    Only the card and the files it links are meant for the Hub; the preview is for the user.
     """
     plots = write_plots(results, folder)
     text, warnings = render_card(results, card, template_dir, plots=plots)
     card_path = card_file or folder / "README.md"
+    with replacing(folder / MEASUREMENT_FILE) as tmp:  # the definitions the card links, of this tool version
+        tmp.write_text(measurement_doc(), encoding="utf-8")
     with replacing(card_path) as tmp:  # written whole or not at all: `push` publishes this file
         tmp.write_text(text)
     write_preview(card_path)
-    return card_path, plots, warnings
+    return card_path, [*plots, MEASUREMENT_FILE], warnings
 
 
 def template_environment(template_dir: Path | None = None) -> jinja2.Environment:
@@ -135,6 +157,7 @@ def render_card(results: Results, card: CardSettings, template_dir: Path | None 
     env = template_environment(template_dir)
     env.filters["pct"] = lambda x, digits=2: f"{100 * x:.{digits}f} %"
     env.filters["thousands"] = lambda n: f"{n:,}"
+    srs_run = ((results.metrics or {}).get("srs") or {}).get("pruned", {})
     context = {
         "front_matter": metadata.to_yaml(),
         "r": results.to_json(),
@@ -146,6 +169,18 @@ def render_card(results: Results, card: CardSettings, template_dir: Path | None 
         "srs_rows": srs_category_rows(results),
         "not_measured": not_measured(results),
         "latency_caveat": latency_caveat(results),
+        "bias_caveat": bias_caveat(results),
+        "intervals_text": INTERVALS_TEXT,
+        "parse_warnings": parse_warnings(results),
+        "parse_rows": parse_rule_rows(results),
+        "srs_parser": srs_run.get("parser", "protocol"),
+        "srs_sampling": srs_run,
+        "exclusion_lines": exclusion_lines(results),
+        "category_coverage": category_coverage(results),
+        "decoding_text": decoding_text(results),
+        "protocol_differences": protocol_differences(results),
+        "follows_protocol": follows_protocol(results),
+        "measurement_settings": measurement_settings(results),
         "metrics": results.metrics or {},
         "plots": plots or [],
         "weight_files": {n: d for n, d in results.to_json()["files"].items() if n.endswith(".safetensors")},

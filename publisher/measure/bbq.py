@@ -1,4 +1,4 @@
-"""BBQ items for the Stereotype Reliance Score (protocol.md §3): sources, target derivation, prompts.
+"""BBQ items for the Stereotype Reliance Score (docs/measurement.md): sources, target derivation, prompts.
 
     >>> bbq = load_bbq(bbq_source("../shared/data/bbq"), categories=None, limit_per_category=20)
     >>> bbq.categories, len(bbq.items), bbq.missing_default_categories
@@ -86,7 +86,7 @@ class BbqItem:
     target: int  # index of the stereotype-aligned answer
     unknown: int  # index of the "unknown" answer
     label: int | None = None  # index of the correct answer, when the source has it
-    target_rule: str = ""  # how the target was found: "hub target_label", "tag", "tag part", "answer label"
+    target_rule: str = ""  # how it was found: "hub target_label", "tag", "gender word", "tag part", "answer label"
 
     @property
     def key(self) -> str:
@@ -131,6 +131,9 @@ class BbqSet:
             "excluded": len(self.excluded),
             "excluded_per_category": {c: excluded.get(c, 0) for c in self.categories},
             "excluded_per_reason": dict(Counter(e.reason for e in self.excluded).most_common()),
+            "excluded_reasons_per_category": {
+                c: dict(Counter(e.reason for e in self.excluded if e.category == c).most_common())
+                for c in self.categories if excluded.get(c)},
         }
 
 
@@ -140,6 +143,17 @@ class NoTarget(ValueError):
 
 def _norm(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+# Gender_identity rows built from gender words tag an answer with the word itself (`["woman", "woman"]`,
+# `["boy", "boy"]`) while `stereotyped_groups` names the group `F` or `M`; lm-evaluation-harness's bbq task maps
+# them the same way. Without this every man/woman/boy/girl item would be excluded.
+GENDER_WORDS = {"woman": "f", "girl": "f", "man": "m", "boy": "m"}
+
+
+def _gender_group(tag: str) -> set[str]:
+    group = GENDER_WORDS.get(_norm(tag))
+    return {group} if group else set()
 
 
 def _tag_parts(tag: str) -> set[str]:
@@ -165,8 +179,9 @@ def derive_target(row: dict[str, Any]) -> tuple[int, int, str]:
     The answer whose group is stereotyped is the non-unknown answer whose group matches
     `additional_metadata.stereotyped_groups`, both normalised (lower case, only letters and digits, so
     `low SES` = `lowSES`, `nonOld` ≠ `old`). Matching tries, in order, until exactly one answer matches:
-    the whole tag (`F-Black`), the tag's parts split at `-`/`_` (`M-Black` → `Black`, `trans_F` → `trans`),
-    then the answer's label (`answer_info[i][0]`, e.g. `Guinean` for Nationality, whose tags are regions).
+    the whole tag (`F-Black`), a gender word as its group (`woman`/`girl` → `F`, `man`/`boy` → `M`), the tag's parts
+    split at `-`/`_` (`M-Black` → `Black`, `trans_F` → `trans`), then the answer's label (`answer_info[i][0]`,
+    e.g. `Guinean` for Nationality, whose tags are regions).
     Two answers matching at one level is ambiguous and excludes the row. Then: `neg` question → that answer;
     `nonneg` → the other non-unknown answer.
     """
@@ -177,6 +192,7 @@ def derive_target(row: dict[str, Any]) -> tuple[int, int, str]:
         raise NoTarget("no stereotyped groups")
     others = [i for i in range(3) if i != unknown]
     levels = (("tag", lambda i: {_norm(info[f"ans{i}"][1])}),
+              ("gender word", lambda i: _gender_group(info[f"ans{i}"][1])),
               ("tag part", lambda i: _tag_parts(info[f"ans{i}"][1])),
               ("answer label", lambda i: {_norm(info[f"ans{i}"][0])}))
     for rule, candidates in levels:

@@ -1,4 +1,4 @@
-"""Generation latency of a pruned checkpoint and its dense base (protocol.md §5), measured with MLX, interleaved.
+"""Generation latency of a pruned checkpoint and its dense base (docs/measurement.md), measured with MLX, interleaved.
 
     >>> cmp = measure_latency(Path("runs/x"), Path("runs/x/dense"), prompts)   # prompts: BBQ chat strings/messages
     >>> cmp.measured, cmp.pruned.mean_s, cmp.dense.mean_s, cmp.ratio.value       # ratio = pruned / dense
@@ -17,20 +17,27 @@ as `rope_parameters`, which mlx-lm's older model files (llama, qwen2, mistral, .
 back to their own default `rope_theta` (a silently different model, e.g. SmolLM2's 100000 becomes 10000), so
 `mlx_config_overrides` hands them `rope_theta` / `rope_scaling` at load time.
 
+Modes (`mode`, named on the card): "fixed" (the default) times a greedy generation of exactly `max_tokens` new tokens
+(EOS does not stop it), so both models always do the same work and the ratio compares like with like; "study"
+times what the study timed — one `mlx_lm.generate`-style generation sampled at T = 0.3 from the full vocabulary,
+stopping at EOS or `max_tokens` (MLX: `stream_generate` with `make_sampler(temp=0.3)` after `mx.random.seed`) — so
+its per-item seconds include only as many tokens as the model chose to write (recorded).
+
 Protocol: a seeded sample of `n_items` prompts; `warmup` untimed generations per model; then per item both models
 in turn, so drift, thermal state and neighbours' load hit both, with the order alternating from item to item
 (pruned, dense | dense, pruned | pruned, dense ...; recorded in `order`). With a fixed A/B order the first slot
 won whichever model held it (SmolLM2 on the shared 2-core CPU, 8 items: dense against itself 0.978; pruned first
 0.952 pruned/dense; dense first 0.942 dense/pruned), which would pass for a pruning speed-up; an even `n_items`
-cancels it. One item = `time.perf_counter` around one greedy generation of exactly `max_tokens` tokens from a
-fresh KV cache (prefill + max_tokens - 1 decode steps, each evaluated before the next; EOS does not stop it, so
-both models always do the same work). Tokenization is outside the timed region.
+cancels it. One item = `time.perf_counter` around one generation from a fresh KV cache (fixed mode: prefill +
+max_tokens - 1 greedy decode steps, each evaluated before the next). Tokenization is outside the timed region in
+both modes (the study's timer also covered tokenizing the prompt string).
 Per model: mean, median, p95, standard deviation (ddof 1) of the per-item seconds; prompt tokens/s = prompt
 tokens / prefill seconds and generation tokens/s = decode tokens / decode seconds, both summed over items; peak
 memory = weights (MLX active memory added by the load) + the most any item allocated above what was resident
 before it (`mx.reset_peak_memory` before each item), i.e. the peak of a process holding only that model.
-Ratio: pruned mean / dense mean, with a seeded bootstrap 95 % interval over items (paired resampling) and the
-median and standard deviation of the per-item paired ratios.
+Ratio: pruned mean / dense mean, with a seeded bootstrap 95 % interval over items (paired resampling) when at least
+`MIN_ITEMS_FOR_INTERVAL` items were timed (fewer give no interval worth printing), and the median and standard
+deviation of the per-item paired ratios.
 
 Where MLX cannot run (not installed, architecture unknown to mlx-lm, load or generation failure) the result has
 `measured=False` and a one-line `reason`; nothing is raised. Bad settings raise `LatencySettingsError`.
@@ -75,7 +82,12 @@ DEFAULT_WARMUP = 1
 MAX_TOKENS_RANGE = (1, 512)
 MAX_WARMUP = 100
 BOOTSTRAP_RESAMPLES = 2000
+MIN_ITEMS_FOR_INTERVAL = 10
 BACKENDS = ("mlx", "torch")
+# fixed: greedy, exactly max_tokens tokens, EOS ignored; study: sampled at T = 0.3 (full vocabulary), stops at EOS
+LATENCY_MODES = ("fixed", "study")
+STUDY_TEMPERATURE = 0.3
+STUDY_SEED = 42  # the first of the study's seeds; each timed item is one generation under it
 
 Message = dict[str, str]
 Prompt = str | Sequence[Message]
@@ -198,6 +210,8 @@ class LatencyStats:
     peak_memory_bytes: int | None  # None for torch (no resettable peak on CPU)
     latencies_s: list[float]  # per timed item, in item order
     warmup_s: list[float]  # the untimed warm-up generations, for the record
+    mode: str = "fixed"
+    generated_tokens_mean: float | None = None  # new tokens per item (always max_tokens in fixed mode)
 
 
 @dataclass
@@ -205,8 +219,8 @@ class RatioEstimate:
     """pruned / dense mean latency (< 1: the pruned model is faster), with its spread over items."""
 
     value: float
-    ci95_low: float
-    ci95_high: float
+    ci95_low: float | None  # None with fewer than MIN_ITEMS_FOR_INTERVAL items
+    ci95_high: float | None
     paired_median: float
     paired_std: float
     resamples: int
@@ -230,6 +244,7 @@ class LatencySettings:
     seed: int
     prompts: str  # "given (N)" | "built-in (N)"
     items: list[int]  # prompt indices sampled
+    mode: str = "fixed"  # LATENCY_MODES
 
 
 @dataclass
@@ -270,9 +285,11 @@ def _whole(x: Any) -> bool:
 
 
 def _check_settings(prompts: Sequence[Prompt] | None, n_items: int, max_tokens: int, warmup: int,
-                    backend: str) -> tuple[list[Prompt], str]:
+                    backend: str, mode: str = "fixed") -> tuple[list[Prompt], str]:
     if backend not in BACKENDS:
         raise LatencySettingsError(f"latency backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if mode not in LATENCY_MODES:
+        raise LatencySettingsError(f"--latency-mode must be one of {', '.join(LATENCY_MODES)}, got {mode!r}")
     if not _whole(n_items) or n_items < 1:
         raise LatencySettingsError(f"latency n_items must be a whole number >= 1, got {n_items!r}")
     low, high = MAX_TOKENS_RANGE
@@ -434,8 +451,35 @@ class _MLXRunner:
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         dtypes = Counter(str(v.dtype).removeprefix("mlx.core.") for _, v in tree_flatten(self.model.parameters()))
         self.dtype = dtypes.most_common(1)[0][0] if dtypes else "unknown"
+        self.eos = _eos_ids(self.config, self.tokenizer)
 
-    def generate(self, ids: list[int], max_tokens: int) -> _Timing:
+    def generate(self, ids: list[int], max_tokens: int, mode: str = "fixed") -> _Timing:
+        return self._fixed(ids, max_tokens) if mode == "fixed" else self._study(ids, max_tokens)
+
+    def _study(self, ids: list[int], max_tokens: int) -> _Timing:
+        """One generation the way the study timed `mlx_lm.generate`: sampled at T = 0.3, stopping at EOS."""
+        mx = self.mx
+        from mlx_lm.generate import stream_generate
+        from mlx_lm.sample_utils import make_sampler
+        from mlx_lm.tokenizer_utils import TokenizerWrapper
+
+        wrapper = TokenizerWrapper(self.tokenizer, eos_token_ids=sorted(self.eos) or None)
+        mx.synchronize()
+        mx.reset_peak_memory()
+        resident = mx.get_active_memory()
+        mx.random.seed(STUDY_SEED)
+        prompt = mx.array(ids)
+        start = time.perf_counter()
+        first, generated = None, 0
+        for response in stream_generate(self.model, wrapper, prompt, max_tokens=max_tokens,
+                                         sampler=make_sampler(temp=STUDY_TEMPERATURE)):
+            first = first or time.perf_counter()
+            generated = response.generation_tokens
+        end = time.perf_counter()
+        extra = max(0, mx.get_peak_memory() - resident)
+        return _Timing(end - start, (first or end) - start, len(ids), generated, extra)
+
+    def _fixed(self, ids: list[int], max_tokens: int) -> _Timing:
         mx = self.mx
         mx.synchronize()
         mx.reset_peak_memory()
@@ -470,6 +514,7 @@ class _TorchRunner:
         self.dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
         # transformers >= 5.x names the cache argument `cache`; older versions `past_key_values`.
         self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        self.eos = _eos_ids(self.config, self.tokenizer)
 
     def _new_cache(self) -> Any:
         from transformers import DynamicCache
@@ -479,28 +524,52 @@ class _TorchRunner:
         except TypeError:  # transformers < 4.56
             return DynamicCache()
 
-    def generate(self, ids: list[int], max_tokens: int) -> _Timing:
+    def generate(self, ids: list[int], max_tokens: int, mode: str = "fixed") -> _Timing:
+        """fixed: greedy, exactly `max_tokens`; study: sampled at T = 0.3 (full vocabulary), stopping at EOS."""
         torch = self.torch
+        generator = torch.Generator().manual_seed(STUDY_SEED)
+
+        def next_token(logits: Any) -> Any:
+            if mode == "fixed":
+                return logits.argmax(-1, keepdim=True)
+            probs = torch.softmax(logits.float() / STUDY_TEMPERATURE, dim=-1)
+            return torch.multinomial(probs, 1, generator=generator)
+
         with torch.inference_mode():
             prompt = torch.tensor([ids])
             start = time.perf_counter()
             cache = {self.cache_arg: self._new_cache()}  # filled in place
-            token = self.model(prompt, use_cache=True, **cache).logits[:, -1, :].argmax(-1, keepdim=True)
+            token = next_token(self.model(prompt, use_cache=True, **cache).logits[:, -1, :])
             first = time.perf_counter()
-            for _ in range(max_tokens - 1):
-                token = self.model(token, use_cache=True, **cache).logits[:, -1, :].argmax(-1, keepdim=True)
+            generated = 1
+            while generated < max_tokens and not (mode == "study" and int(token) in self.eos):
+                token = next_token(self.model(token, use_cache=True, **cache).logits[:, -1, :])
+                generated += 1
             end = time.perf_counter()
-        return _Timing(end - start, first - start, len(ids), max_tokens, None)
+        if mode == "study" and int(token) in self.eos:
+            generated -= 1  # the EOS token ends the reply; mlx-lm does not count it either
+        return _Timing(end - start, first - start, len(ids), generated, None)
 
 
 _RUNNERS: dict[str, Callable[[str, Path], Any]] = {"mlx": _MLXRunner, "torch": _TorchRunner}
+
+
+def _eos_ids(config: dict[str, Any], tokenizer: Any) -> set[int]:
+    """End-of-sequence ids from the config and the tokenizer (the study mode stops at any of them)."""
+    ids: set[int] = set()
+    for value in (config.get("eos_token_id"), getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(int(v) for v in value)
+    return ids
 
 
 # ----------------------------------------------------------------------------------------------- protocol
 
 
 def _run_interleaved(runners: list[Any], encoded: dict[str, dict[int, list[int]]], items: list[int],
-                     max_tokens: int, warmup: int, current: list[str]
+                     max_tokens: int, warmup: int, current: list[str], mode: str = "fixed"
                      ) -> tuple[dict[str, list[_Timing]], dict[str, list[float]], list[Step]]:
     timings: dict[str, list[_Timing]] = {r.label: [] for r in runners}
     warm: dict[str, list[float]] = {r.label: [] for r in runners}
@@ -509,17 +578,18 @@ def _run_interleaved(runners: list[Any], encoded: dict[str, dict[int, list[int]]
         item = items[w % len(items)]
         for runner in runners if w % 2 == 0 else runners[::-1]:
             current[0] = runner.label
-            warm[runner.label].append(runner.generate(encoded[runner.label][item], max_tokens).total_s)
+            warm[runner.label].append(runner.generate(encoded[runner.label][item], max_tokens, mode).total_s)
             order.append(Step(runner.label, item, True))
     for k, item in enumerate(items):
         for runner in runners if k % 2 == 0 else runners[::-1]:  # A B, B A, A B, ...: each model first half the time
             current[0] = runner.label
-            timings[runner.label].append(runner.generate(encoded[runner.label][item], max_tokens))
+            timings[runner.label].append(runner.generate(encoded[runner.label][item], max_tokens, mode))
             order.append(Step(runner.label, item, False))
     return timings, warm, order
 
 
-def _stats(runner: Any, timings: list[_Timing], warm: list[float], max_tokens: int) -> LatencyStats:
+def _stats(runner: Any, timings: list[_Timing], warm: list[float], max_tokens: int, mode: str = "fixed"
+           ) -> LatencyStats:
     secs = np.array([t.total_s for t in timings], dtype=np.float64)
     prefill = sum(t.prefill_s for t in timings)
     decode = sum(t.total_s - t.prefill_s for t in timings)
@@ -535,13 +605,15 @@ def _stats(runner: Any, timings: list[_Timing], warm: list[float], max_tokens: i
         prompt_tokens_mean=prompt_tokens / len(timings), prompt_tokens_per_s=prompt_tokens / prefill,
         generation_tokens_per_s=decode_tokens / decode if decode_tokens and decode > 0 else None,
         load_s=runner.load_s, weights_bytes=runner.weights_bytes, peak_memory_bytes=peak,
-        latencies_s=[float(s) for s in secs], warmup_s=warm,
+        latencies_s=[float(s) for s in secs], warmup_s=warm, mode=mode,
+        generated_tokens_mean=sum(t.generated for t in timings) / len(timings),
     )
 
 
 def ratio_estimate(pruned_s: Sequence[float], dense_s: Sequence[float], *, seed: int = 0,
                    resamples: int = BOOTSTRAP_RESAMPLES) -> RatioEstimate:
-    """mean(pruned) / mean(dense) with a paired bootstrap 95 % interval (items resampled together).
+    """mean(pruned) / mean(dense) with a paired bootstrap 95 % interval (items resampled together); no interval
+    (None) from fewer than `MIN_ITEMS_FOR_INTERVAL` items.
 
         >>> ratio_estimate([1.0, 1.1, 0.9], [2.0, 2.0, 2.0]).value
         0.5
@@ -549,11 +621,13 @@ def ratio_estimate(pruned_s: Sequence[float], dense_s: Sequence[float], *, seed:
     a, b = np.asarray(pruned_s, dtype=np.float64), np.asarray(dense_s, dtype=np.float64)
     if a.shape != b.shape or a.size == 0:
         raise ValueError(f"need paired, non-empty timings, got {a.size} and {b.size}")
-    picks = np.random.default_rng(seed).integers(0, a.size, size=(resamples, a.size))
-    boot = a[picks].mean(axis=1) / b[picks].mean(axis=1)
-    low, high = np.percentile(boot, [2.5, 97.5])
+    low = high = None
+    if a.size >= MIN_ITEMS_FOR_INTERVAL:
+        picks = np.random.default_rng(seed).integers(0, a.size, size=(resamples, a.size))
+        boot = a[picks].mean(axis=1) / b[picks].mean(axis=1)
+        low, high = (float(x) for x in np.percentile(boot, [2.5, 97.5]))
     paired = a / b
-    return RatioEstimate(value=float(a.mean() / b.mean()), ci95_low=float(low), ci95_high=float(high),
+    return RatioEstimate(value=float(a.mean() / b.mean()), ci95_low=low, ci95_high=high,
                          paired_median=float(np.median(paired)),
                          paired_std=float(paired.std(ddof=1)) if a.size > 1 else 0.0, resamples=resamples)
 
@@ -573,19 +647,24 @@ def _notes(machine: Machine, settings: LatencySettings, stats: list[LatencyStats
     if len({s.dtype for s in stats}) > 1:
         notes.append("the models have different dtypes (" + ", ".join(f"{s.label} {s.dtype}" for s in stats)
                      + "): the ratio compares more than the pruning")
+    if settings.n_items < MIN_ITEMS_FOR_INTERVAL:
+        notes.append(f"{settings.n_items} items: no 95 % interval (it needs at least {MIN_ITEMS_FOR_INTERVAL})")
+    if settings.mode == "study":
+        notes.append("study mode: sampled at T = 0.3 and stopped at EOS, so the models may write different numbers "
+                     "of tokens (generated_tokens_mean)")
     notes.append("dense kernels only: zeroed weights are still multiplied, so pruning alone gives no speed-up")
     return notes
 
 
 def _measure(models: list[tuple[str, Path]], prompts: Sequence[Prompt] | None, n_items: int, max_tokens: int,
-             warmup: int, seed: int, backend: str
+             warmup: int, seed: int, backend: str, mode: str = "fixed"
              ) -> tuple[Machine, LatencySettings, dict[str, LatencyStats], list[Step], str | None, float]:
-    prompt_list, source = _check_settings(prompts, n_items, max_tokens, warmup, backend)
+    prompt_list, source = _check_settings(prompts, n_items, max_tokens, warmup, backend, mode)
     n_items, max_tokens, warmup, seed = int(n_items), int(max_tokens), int(warmup), int(seed)
     start = time.perf_counter()
     items = _sample_items(len(prompt_list), n_items, seed)
     settings = LatencySettings(n_items=len(items), n_items_requested=n_items, max_tokens=max_tokens,
-                               warmup=warmup, seed=seed, prompts=source, items=items)
+                               warmup=warmup, seed=seed, prompts=source, items=items, mode=mode)
     machine = machine_info(backend)
     runners: list[Any] = []
     current = [models[0][0]]  # the model being loaded, tokenized for or run: named in the reason
@@ -597,8 +676,8 @@ def _measure(models: list[tuple[str, Path]], prompts: Sequence[Prompt] | None, n
         for runner in runners:
             current[0] = runner.label
             encoded[runner.label] = {i: _encode(runner.tokenizer, prompt_list[i]) for i in items}
-        timings, warm, order = _run_interleaved(runners, encoded, items, max_tokens, warmup, current)
-        stats = {r.label: _stats(r, timings[r.label], warm[r.label], max_tokens) for r in runners}
+        timings, warm, order = _run_interleaved(runners, encoded, items, max_tokens, warmup, current, mode)
+        stats = {r.label: _stats(r, timings[r.label], warm[r.label], max_tokens, mode) for r in runners}
     except Exception as e:  # noqa: BLE001 - a latency row is optional: the run goes on without it
         who = f"{current[0]} model: " if len(models) > 1 else ""
         return machine, settings, {}, [], who + _one_line(e), time.perf_counter() - start
@@ -628,7 +707,8 @@ def _release(backend: str) -> None:
 
 def measure_latency(pruned_dir: Path, dense_dir: Path, prompts: Sequence[Prompt] | None = None, *,
                     n_items: int = DEFAULT_N_ITEMS, max_tokens: int = DEFAULT_MAX_TOKENS,
-                    warmup: int = DEFAULT_WARMUP, seed: int = 0, backend: str = "mlx") -> LatencyComparison:
+                    warmup: int = DEFAULT_WARMUP, seed: int = 0, backend: str = "mlx",
+                    mode: str = "fixed") -> LatencyComparison:
     """Pruned vs dense latency, interleaved item by item; see the module docstring for the protocol.
 
     prompts: strings (already chat-formatted) or message lists (rendered with each model's chat template);
@@ -636,7 +716,7 @@ def measure_latency(pruned_dir: Path, dense_dir: Path, prompts: Sequence[Prompt]
     """
     machine, settings, stats, order, reason, stage_s = _measure(
         [("pruned", Path(pruned_dir)), ("dense", Path(dense_dir))], prompts, n_items, max_tokens, warmup, seed,
-        backend)
+        backend, mode)
     if reason is not None:
         return LatencyComparison(measured=False, reason=reason, machine=machine, settings=settings, stage_s=stage_s)
     pruned, dense = stats["pruned"], stats["dense"]
@@ -648,10 +728,11 @@ def measure_latency(pruned_dir: Path, dense_dir: Path, prompts: Sequence[Prompt]
 
 def measure_model_latency(folder: Path, prompts: Sequence[Prompt] | None = None, *,
                           n_items: int = DEFAULT_N_ITEMS, max_tokens: int = DEFAULT_MAX_TOKENS,
-                          warmup: int = DEFAULT_WARMUP, seed: int = 0, backend: str = "mlx") -> LatencyResult:
+                          warmup: int = DEFAULT_WARMUP, seed: int = 0, backend: str = "mlx",
+                          mode: str = "fixed") -> LatencyResult:
     """One model's latency with the same protocol (no interleaving partner)."""
     machine, settings, stats, order, reason, stage_s = _measure(
-        [("model", Path(folder))], prompts, n_items, max_tokens, warmup, seed, backend)
+        [("model", Path(folder))], prompts, n_items, max_tokens, warmup, seed, backend, mode)
     if reason is not None:
         return LatencyResult(measured=False, reason=reason, machine=machine, settings=settings, stage_s=stage_s)
     return LatencyResult(measured=True, reason=None, machine=machine, settings=settings, stats=stats["model"],
@@ -669,12 +750,20 @@ def _rate(x: float | None) -> str:
     return "—" if x is None else f"{x:.1f}"
 
 
+def timed_work(mode: str, max_tokens: int) -> str:
+    """What one timed item is, in words (the card and the table say it the same way)."""
+    if mode == "study":
+        return (f"one generation sampled at T = {STUDY_TEMPERATURE} from the full vocabulary, stopping at EOS or "
+                f"{max_tokens} new tokens (the study's mlx_lm.generate)")
+    return f"one greedy generation of exactly {max_tokens} new tokens (EOS ignored)"
+
+
 def latency_table(result: LatencyComparison | LatencyResult) -> str:
     """Plain-text table of a comparison or a single-model result (what `publish-pruned latency` prints)."""
     m, s = result.machine, result.settings
     backend = "MLX" if m.backend == "mlx" else "torch"
     head = (f"Latency ({backend} {m.backend_version or '?'}, {m.device}, {m.chip}, {m.os}): {s.n_items} items "
-            f"({s.prompts} prompts, seed {s.seed}), {s.max_tokens} new tokens, {s.warmup} warm-up per model")
+            f"({s.prompts} prompts, seed {s.seed}), {timed_work(s.mode, s.max_tokens)}, {s.warmup} warm-up per model")
     if not result.measured:
         return f"Latency: not measured — {result.reason}"
     rows = [r for r in ([result.pruned, result.dense] if isinstance(result, LatencyComparison) else [result.stats])
@@ -691,7 +780,9 @@ def latency_table(result: LatencyComparison | LatencyResult) -> str:
         lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(cells)).rstrip())
     if isinstance(result, LatencyComparison) and result.ratio is not None:
         r = result.ratio
-        lines.append(f"pruned / dense mean latency: {r.value:.3f}× (95 % CI {r.ci95_low:.3f}–{r.ci95_high:.3f}; "
+        interval = (f"95 % CI {r.ci95_low:.3f}–{r.ci95_high:.3f}" if r.ci95_low is not None
+                    else f"no interval from {s.n_items} items")
+        lines.append(f"pruned / dense mean latency: {r.value:.3f}× ({interval}; "
                      f"per item, interleaved: median {r.paired_median:.3f}, std {r.paired_std:.3f})")
     lines.append(f"stage wall time {result.stage_s:.1f} s")
     lines += [f"note: {n}" for n in result.notes]

@@ -1,4 +1,4 @@
-"""Perplexity on the protocol's rows (protocol.md §4): build N x L token rows once, evaluate any model on them.
+"""Perplexity on the study's rows (docs/measurement.md): build N x L token rows once, evaluate any model on them.
 
     >>> source = ppl_source("../shared/data/tulu/sft_sample.jsonl")   # or None: allenai/tulu-3-sft-mixture
     >>> rows = build_ppl_rows(tokenizer, source, n_rows=16, seq_len=256)
@@ -8,8 +8,10 @@
     >>> result.ppl, result.se
     (21.3, 0.4)
 
-Rows: a seed-123 permutation of the data rows (numpy's `default_rng(seed).permutation`, the same one
-`datasets.Dataset.shuffle(seed=...)` applies); each conversation rendered with the model's own chat template
+Rows: a seed-123 permutation of the data rows — numpy's legacy generator, `RandomState(seed).permutation(n)`,
+which is what the study got from `np.random.seed(123)` before `mlx_lm.perplexity.load_data` (it calls
+`np.random.permutation`); the same indices for a local file and for the Hub dataset (indexed with them, not
+`Dataset.shuffle`, which draws another order); each conversation rendered with the model's own chat template
 (tokenized, no generation prompt; system turns merged into the first user turn where the template rejects
 them); plain `text` rows tokenized as-is (with the tokenizer's special tokens, e.g. BOS); tokens concatenated
 until N x L are collected and cut into N rows of L. `messages` rows with a tokenizer that has no chat template
@@ -139,8 +141,9 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def permutation(n: int, seed: int) -> np.ndarray:
-    """The row order: numpy's default_rng(seed).permutation(n), as `datasets.Dataset.shuffle(seed)` uses."""
-    return np.random.default_rng(seed).permutation(n)
+    """The row order of the study: `np.random.seed(seed); np.random.permutation(n)` (legacy MT19937), as
+    `mlx_lm.perplexity.load_data` draws it; `RandomState` gives the same indices without touching global state."""
+    return np.random.RandomState(seed).permutation(n)
 
 
 def _hub_rows(source: PplSource, seed: int) -> tuple[Iterable[dict[str, Any]], str | None]:
@@ -152,7 +155,7 @@ def _hub_rows(source: PplSource, seed: int) -> tuple[Iterable[dict[str, Any]], s
     except Exception as exc:  # network, auth, missing dataset: the user must act
         raise PerplexityDataError(f"cannot load the perplexity dataset {source.name!r} ({source.split}) from the "
                                   f"Hub: {exc}; pass a local JSONL with --ppl-data") from None
-    return dataset.shuffle(seed=seed), revision
+    return (dataset[int(i)] for i in permutation(len(dataset), seed)), revision
 
 
 def _plain_render(messages: list[dict[str, Any]]) -> str:

@@ -8,8 +8,8 @@
 
 Why not `model.generate`: its sampler draws from one global RNG, so a reply depends on what else is in the
 batch. Here every (item, seed) row owns its random numbers: one uniform per step from numpy's PCG64 seeded
-by sha256(seed, item key), turned into a token by inverse-CDF over the tempered, top-k-truncated distribution
-(an exact draw from it).
+by sha256(seed, item key), turned into a token by inverse-CDF over the tempered distribution (the full vocabulary,
+as the study sampled; optionally top-k-truncated): an exact draw from it.
 
 Work done once: the prefix all prompts share (system turn, template, "Context:") is prefilled once and its KV
 cache copied into every batch; each prompt's remaining tokens are prefilled once per item (padding sits between
@@ -40,10 +40,16 @@ MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth a separate forwar
 class SamplingConfig:
     temperature: float = 0.3
     max_new_tokens: int = 5
-    # transformers' generate(do_sample=True) applies top_k=50 unless the generation config says otherwise;
-    # the study called generate with temperature and max_new_tokens only, so 50 keeps its distribution.
-    top_k: int | None = 50
+    # None: the full vocabulary. The study sampled with mlx-lm's `make_sampler(temp=0.3)`, which truncates
+    # nothing (its top_k and top_p are off unless given); transformers' top_k=50 default never applied.
+    top_k: int | None = None
     seeds: tuple[int, ...] = STUDY_SEEDS
+
+
+def batch_rule(batch_size: int) -> str:
+    """How `sample_continuations` groups prompts into batches, in words for the record and the card."""
+    return (f"prompts sorted by token length, longest first (ties in item order), {max(1, batch_size)} per batch; "
+            "the shared prefix is computed once and padding between it and each prompt is masked")
 
 
 def row_uniforms(seed: int, key: str, steps: int) -> np.ndarray:
@@ -55,16 +61,22 @@ def row_uniforms(seed: int, key: str, steps: int) -> np.ndarray:
 
 def sample_tokens(logits: torch.Tensor, uniforms: torch.Tensor, temperature: float,
                   top_k: int | None) -> torch.Tensor:
-    """One token per row of `logits` [R, V], drawn by inverse CDF with the row's uniform [R]."""
+    """One token per row of `logits` [R, V], drawn by inverse CDF with the row's uniform [R].
+
+    The full vocabulary (`top_k=None`) needs no sort: the CDF in vocabulary order (accumulated in float64, so the
+    tail of a 256k vocabulary keeps its mass) is an exact draw as well.
+    """
     logits = logits.float()
     if temperature <= 0:
         return logits.argmax(-1)
-    k = logits.shape[-1] if top_k is None else min(top_k, logits.shape[-1])
-    values, indices = logits.topk(k, dim=-1)  # sorted, highest first: the bulk of the mass comes first
-    cdf = torch.softmax(values / temperature, dim=-1).cumsum(-1)
+    if top_k is None or top_k >= logits.shape[-1]:
+        values, indices = logits, None
+    else:
+        values, indices = logits.topk(top_k, dim=-1)  # sorted, highest first
+    cdf = torch.softmax(values / temperature, dim=-1).double().cumsum(-1)
     targets = (uniforms.to(cdf) * cdf[:, -1]).unsqueeze(-1)
-    pick = torch.searchsorted(cdf, targets, right=True).clamp(max=k - 1)
-    return indices.gather(1, pick).squeeze(-1)
+    pick = torch.searchsorted(cdf, targets, right=True).clamp(max=values.shape[-1] - 1)
+    return (pick if indices is None else indices.gather(1, pick)).squeeze(-1)
 
 
 def common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
