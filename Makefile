@@ -30,7 +30,7 @@ DEMO_LIMITS := --bbq-limit 3 --ppl-samples 16 --ppl-seq-len 256 --latency-items 
 # Prune SmolLM2-135M-Instruct (from the PyPI wheel) to 50 %, measure it against the dense model, and publish
 # it to a local Hub emulator that the tool starts itself.
 demo: install
-	$(BIN)/publish-pruned --model "$$($(BIN)/python -m publisher.demo_model)" \
+	$(BIN)/publish-pruned run --model "$$($(BIN)/python -m publisher.demo_model)" \
 		--base-model-id HuggingFaceTB/SmolLM2-135M-Instruct --dtype bfloat16 \
 		--sparsity $(DEMO_SPARSITY) --method magnitude --hub local --hub-dir local-hub \
 		$(DEMO_DATA) $(DEMO_LIMITS)

@@ -1,18 +1,19 @@
-"""Command line: `publish-pruned --model ID --sparsity 0.5` and its subcommands.
+"""Command line: `publish-pruned run --model ID --sparsity 0.5` (or without `run`) and the other commands.
 
 Examples:
 
-    publish-pruned --model google/gemma-2-9b-it --sparsity 0.5
-    publish-pruned --model ./my-model --sparsity 0.3 --dry-run
-    publish-pruned --model model.gguf --base-model-id org/name --sparsity 0.5 --hub local
-    publish-pruned card render runs/x/results.json
+    publish-pruned run --model google/gemma-2-9b-it --sparsity 0.5
+    publish-pruned --model ./my-model --sparsity 0.3 --dry-run          # the same job, without the verb
+    publish-pruned run --model model.gguf --base-model-id org/name --sparsity 0.5 --hub local
+    publish-pruned card render runs/x/results.json --json
+
+Every command takes -v/-q/--json (`cli_output`), before or after its name, and exits with the codes listed
+in `--help` (`errors.EXIT_CODES`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
+import dataclasses
 import re
 import shlex
 import sys
@@ -28,7 +29,9 @@ from .cli_measure import (
     placement_options,
     register_measure_commands,
 )
-from .errors import CardError, PublishPrunedError, SettingsError
+from .cli_output import MainGroup, apply_conventions, output_flags, print_json
+from .errors import EXIT_CODES, CardError, PublishPrunedError, SettingsError
+from .hub.serve import serve_command
 from .settings import DTYPES, TIE_POLICIES, RunSettings, validate_repo_id
 
 _ENDPOINT = re.compile(r"https?://[^/\s:@]+(:\d{1,5})?(/\S*)?")
@@ -65,6 +68,11 @@ def method_names() -> list[str]:
     return sorted(METHODS)
 
 
+token_file_option = click.option(
+    "--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), envvar="PUBLISH_PRUNED_TOKEN_FILE",
+    help="Read the Hub token from this file [default: HF_TOKEN, then the login cache].")
+
+
 def hub_options(fn):
     """Where to publish: shared by the main command and `push`."""
     options = [
@@ -76,11 +84,9 @@ def hub_options(fn):
                      envvar="PUBLISH_PRUNED_HUB",
                      help="local: start the bundled Hub emulator and publish there (a rehearsal, no token)."),
         click.option("--hub-dir", type=click.Path(path_type=Path), default=Path("local-hub"),
-                     help="Where --hub local keeps its repos."),
+                     envvar="PUBLISH_PRUNED_HUB_DIR", help="Where --hub local keeps its repos."),
         hub_endpoint_option,
-        click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout."),
-        click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="Read the Hub token from this file [default: HF_TOKEN, then the login cache]."),
+        token_file_option,
         click.option("--branch", default="main", help="Commit to this branch (created from main; may contain '/')."),
         click.option("--create-pr", is_flag=True, help="Open a pull request against --branch instead of committing."),
         click.option("--tag", help="Tag the published commit (may contain '/')."),
@@ -118,64 +124,108 @@ def report(outcome, as_json: bool) -> None:
         click.echo(redact(summary_text(outcome)))
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"],
-                                                             "show_default": True})
-@click.option("--model", envvar="PUBLISH_PRUNED_MODEL", help="Base model: a Hub id, a local transformers folder, "
-              "or a .gguf file.")
-@click.option("--sparsity", type=float, help="Target fraction of prunable weights to zero, in (0, 1).")
-@click.option("--method", type=click.Choice(method_names()), default="magnitude", help="Pruning method.")
-@click.option("--magnitude-ties", "tie_policy", type=click.Choice(TIE_POLICIES), default="exact",
-              help="exact: zero exactly floor(n*s) weights per matrix; threshold: zero every |w| <= the k-th "
-              "smallest (the study's behaviour; ties push sparsity above target).")
-@click.option("--structure", default="unstructured", envvar="PUBLISH_PRUNED_STRUCTURE",
-              help="unstructured, or N:M (N zeros in every M consecutive inputs), e.g. 2:4 (sparsity 0.5).")
-@click.option("--calibration-dataset", help="Wanda/SparseGPT calibration text: a Hub dataset [default: allenai/c4, "
-              "en, streamed] or a local .json/.jsonl/.json.gz of {\"text\": ...} rows.")
-@click.option("--calibration-samples", type=int, default=128, help="Calibration sequences.")
-@click.option("--calibration-seq-len", type=int, default=2048, help="Tokens per calibration sequence.")
-@click.option("--calibration-revision", help="Branch, tag or commit of a Hub calibration dataset (default: main, "
-              "pinned to its commit in the results).")
-@click.option("--seed", type=int, default=42, help="Seed of random masks and of calibration sampling.")
-@click.option("--revision", help="Branch, tag or commit of a Hub base model (default: main, pinned to its commit).")
-@click.option("--base-model-id", help="Hub id of a local/GGUF base model, for the card's base_model and repo name.")
-@click.option("--suffix", help="Appended to the default repo name, e.g. 'pia'.")
-@click.option("--output-dir", type=click.Path(path_type=Path), help="Run folder [default: ./runs/<repo-name>].")
-@click.option("--overwrite", is_flag=True, help="Replace an output folder that holds a different run.")
-@click.option("--dtype", type=click.Choice(DTYPES), default="auto", help="Weights dtype (auto: as the checkpoint).")
-@placement_options
-@click.option("--shard-size", default="5GB", help="Largest safetensors shard.")
-@click.option("--card-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="YAML with paper title, authors, arXiv id, BibTeX, code URL, extra caveats.")
-@click.option("--template", "template_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Folder of card templates overriding the bundled ones (any subset).")
-@click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code to run.")
-@click.option("--trust-pickled-weights", is_flag=True, help="Allow pickled .bin weights (can run arbitrary code).")
-@hub_options
-@eval_options
-@click.option("-v", "--verbose", count=True, help="More logging; -v shows tracebacks of internal errors.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars; only the final summary lines.")
+EXIT_CODES_HELP = "\b\nExit codes (every command):\n" + "\n".join(f"  {code:<4} {meaning}"
+                                                                  for code, meaning in EXIT_CODES.items())
+CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
+
+
+def run_options(fn):
+    """The main job's options: one definition for `publish-pruned run ...` and `publish-pruned ...` alike."""
+    options = [
+        click.option("--model", envvar="PUBLISH_PRUNED_MODEL", help="Base model: a Hub id, a local transformers "
+                     "folder, or a .gguf file."),
+        click.option("--sparsity", type=float, help="Target fraction of prunable weights to zero, in (0, 1)."),
+        click.option("--method", type=click.Choice(method_names()), default="magnitude", help="Pruning method."),
+        click.option("--magnitude-ties", "tie_policy", type=click.Choice(TIE_POLICIES), default="exact",
+                     help="exact: zero exactly floor(n*s) weights per matrix; threshold: zero every |w| <= the k-th "
+                     "smallest (the study's behaviour; ties push sparsity above target)."),
+        click.option("--structure", default="unstructured", envvar="PUBLISH_PRUNED_STRUCTURE",
+                     help="unstructured, or N:M (N zeros in every M consecutive inputs), e.g. 2:4 (sparsity 0.5)."),
+        click.option("--calibration-dataset", envvar="PUBLISH_PRUNED_CALIBRATION_DATASET",
+                     help="Wanda/SparseGPT calibration text: a Hub dataset [default: allenai/c4, en, streamed] or a "
+                     "local .json/.jsonl/.json.gz of {\"text\": ...} rows."),
+        click.option("--calibration-samples", type=int, default=128, help="Calibration sequences."),
+        click.option("--calibration-seq-len", type=int, default=2048, help="Tokens per calibration sequence."),
+        click.option("--calibration-revision", help="Branch, tag or commit of a Hub calibration dataset (default: "
+                     "main, pinned to its commit in the results)."),
+        click.option("--seed", type=int, default=42, help="Seed of random masks and of calibration sampling."),
+        click.option("--revision", help="Branch, tag or commit of a Hub base model (default: main, pinned to its "
+                     "commit)."),
+        click.option("--base-model-id", help="Hub id of a local/GGUF base model, for the card's base_model and repo "
+                     "name."),
+        click.option("--suffix", help="Appended to the default repo name, e.g. 'pia'."),
+        click.option("--output-dir", type=click.Path(path_type=Path), help="Run folder [default: "
+                     "./runs/<repo-name>]."),
+        click.option("--overwrite", is_flag=True, help="Replace an output folder that holds a different run."),
+        click.option("--dtype", type=click.Choice(DTYPES), default="auto", help="Weights dtype (auto: as the "
+                     "checkpoint)."),
+        placement_options,
+        click.option("--shard-size", default="5GB", help="Largest safetensors shard."),
+        click.option("--card-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="YAML with paper title, authors, arXiv id, BibTeX, code URL, extra caveats."),
+        click.option("--template", "template_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                     help="Folder of card templates overriding the bundled ones (any subset)."),
+        click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code to run."),
+        click.option("--trust-pickled-weights", is_flag=True, help="Allow pickled .bin weights (can run arbitrary "
+                     "code)."),
+        hub_options,
+        eval_options,
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@click.group(cls=MainGroup, invoke_without_command=True, context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@run_options
 @click.version_option(package_name="publish-pruned")
 @click.pass_context
 def main(ctx: click.Context, **opts) -> None:
-    """Prune a model, measure it, render a research-only card, and publish it to the Hub.
+    """Prune a model, measure it, render a research-only card, and publish it to the Hub: `run`, or the same
+    options without it. Env vars: PUBLISH_PRUNED_<OPTION> where shown.
 
     \b
-    publish-pruned --model google/gemma-2-9b-it --sparsity 0.5
+    publish-pruned run --model google/gemma-2-9b-it --sparsity 0.5
     publish-pruned --model ./folder --sparsity 0.5 --dry-run
-    publish-pruned --model m.gguf --base-model-id org/m --sparsity 0.5 --hub local
+    publish-pruned --json run --model m.gguf --base-model-id org/m --sparsity 0.5 --hub local
     """
     ctx.ensure_object(dict)
-    ctx.obj["verbose"] = opts["verbose"]
-    if ctx.invoked_subcommand is not None:
+    ctx.obj["verbose"] = output_flags(ctx).verbose
+    if ctx.invoked_subcommand is None:
+        main_job(ctx, opts)
         return
+    given = [p.opts[0] for p in ctx.command.params if isinstance(p, click.Option) and p.expose_value
+             and ctx.get_parameter_source(p.name) is click.core.ParameterSource.COMMANDLINE]
+    if given:  # click would hand them to the main job, which does not run: refuse rather than ignore them
+        fail(SettingsError(f"{', '.join(given)} before `{ctx.invoked_subcommand}` would be ignored: give "
+                           f"{ctx.invoked_subcommand}'s options after its name (only -v, -q and --json go before)"),
+             False)
+
+
+@main.command("run", context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@run_options
+@click.pass_context
+def run_command(ctx: click.Context, **opts) -> None:
+    """Prune a model, measure it, render a research-only card, and publish it to the Hub (the main job, also
+    run by `publish-pruned` with these options and no command name).
+
+    \b
+    publish-pruned run --model google/gemma-2-9b-it --sparsity 0.5
+    publish-pruned run --model ./folder --sparsity 0.5 --dry-run --json
+    """
+    main_job(ctx, opts)
+
+
+def main_job(ctx: click.Context, opts: dict) -> None:
+    """The main job, for `run` and the bare form alike: its help without options, else the run and its summary."""
     if not opts["model"] and opts["sparsity"] is None:
         click.echo(ctx.get_help())
         ctx.exit(0)
     if not opts["model"] or opts["sparsity"] is None:
         missing = "--sparsity (e.g. --sparsity 0.5)" if opts["model"] else "--model (a Hub id, folder or .gguf)"
-        fail(SettingsError(f"missing {missing}; see publish-pruned -h"), False)
-    logging.basicConfig(level=logging.DEBUG if opts["verbose"] > 1 else logging.INFO if opts["verbose"] else
-                        logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        fail(SettingsError(f"missing {missing}; see {ctx.command_path} -h"), False)
+    flags = output_flags(ctx)
+    opts = {**opts, "verbose": flags.verbose, "quiet": flags.quiet, "as_json": flags.json}
     try:
         if opts["quiet"] or opts["as_json"]:
             quiet_libraries()
@@ -309,13 +359,17 @@ def card_render(ctx: click.Context, results_file: Path | None, manifest: Path | 
             paths = render_collection(manifest, check=check, template_dir=template_dir)
         except (PublishPrunedError, KeyboardInterrupt, Exception) as exc:
             fail(exc, verbose)
-        for path in paths:
-            click.echo(str(path))
-        if check and paths:
-            click.echo(f"error: {len(paths)} card(s) differ from {manifest}; re-render them with "
-                       f"`publish-pruned card render --all {manifest}`", err=True)
-            sys.exit(1)
-        return
+        differ = f"{len(paths)} card(s) differ from {manifest}; re-render them with " \
+                 f"`publish-pruned card render --all {manifest}`" if check and paths else None
+        if output_flags(ctx).json:
+            print_json({"cards": [str(p) for p in paths], "check": check,
+                        **({"error": differ, "exit_code": 1} if differ else {})})
+        else:
+            for path in paths:
+                click.echo(str(path))
+            if differ:
+                click.echo(f"error: {differ}", err=True)
+        sys.exit(1 if differ else 0)
     if check:
         fail(SettingsError("--check applies to --all MANIFEST only"), verbose)
     if results_file is None:
@@ -331,7 +385,10 @@ def card_render(ctx: click.Context, results_file: Path | None, manifest: Path | 
         fail(exc, verbose)
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
-    click.echo(str(target))
+    if output_flags(ctx).json:
+        print_json({"card": str(target), "warnings": list(warnings)})
+    else:
+        click.echo(str(target))
 
 
 @main.command()
@@ -341,18 +398,15 @@ def card_render(ctx: click.Context, results_file: Path | None, manifest: Path | 
 @click.option("--dtype", type=click.Choice(DTYPES), default="auto", help="Weights dtype for the memory estimate.")
 @click.option("--revision", help="Branch, tag or commit of a Hub model.")
 @hub_endpoint_option
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def plan(ctx: click.Context, model: str, sparsity: float, structure: str, dtype: str, revision: str | None,
-         hub_endpoint: str | None, as_json: bool) -> None:
+         hub_endpoint: str | None) -> None:
     """What pruning would do, from the config alone: no weights are downloaded (meta device).
 
     \b
     publish-pruned plan --model google/gemma-2-9b-it
     publish-pruned plan --model ./my-model --structure 2:4 --json
     """
-    import dataclasses
-
     from .plan import plan_model, plan_table
 
     try:
@@ -361,7 +415,7 @@ def plan(ctx: click.Context, model: str, sparsity: float, structure: str, dtype:
                             endpoint=hub_endpoint)
     except (PublishPrunedError, KeyboardInterrupt, Exception) as exc:
         fail(exc, bool(ctx.obj["verbose"]))
-    if as_json:
+    if output_flags(ctx).json:
         print_json(dataclasses.asdict(result))
     else:
         click.echo(plan_table(result))
@@ -381,7 +435,7 @@ def push(ctx: click.Context, run_dir: Path, **opts) -> None:
     from .runner import push_existing_run
 
     try:
-        report(push_existing_run(run_dir, publish_target(opts)), opts["as_json"])
+        report(push_existing_run(run_dir, publish_target(opts)), output_flags(ctx).json)
     except (PublishPrunedError, KeyboardInterrupt, Exception) as exc:
         fail(exc, bool(ctx.obj["verbose"]))
 
@@ -410,7 +464,10 @@ def card_lint(ctx: click.Context, card_file: Path, results_file: Path | None) ->
         lint_card(text, read_results(results_file) if results_file else None)
     except (PublishPrunedError, Exception) as exc:
         fail(exc, bool(ctx.obj["verbose"]))
-    click.echo(f"{card_file}: ok" + (f" (figures match {results_file})" if results_file else ""))
+    if output_flags(ctx).json:
+        print_json({"card": str(card_file), "ok": True, "results": str(results_file) if results_file else None})
+    else:
+        click.echo(f"{card_file}: ok" + (f" (figures match {results_file})" if results_file else ""))
 
 
 @card.command("sync")
@@ -420,7 +477,7 @@ def card_lint(ctx: click.Context, card_file: Path, results_file: Path | None) ->
 @click.option("--revision", default="main", help="Branch whose README.md is compared and updated.")
 @click.option("--diff-out", type=click.Path(dir_okay=False, path_type=Path), help="Also write every diff here.")
 @hub_endpoint_option
-@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@token_file_option
 @click.pass_context
 def card_sync(ctx: click.Context, run_dirs: tuple[Path, ...], dry_run: bool, force: bool, revision: str,
               diff_out: Path | None, hub_endpoint: str | None, token_file: Path | None) -> None:
@@ -434,7 +491,7 @@ def card_sync(ctx: click.Context, run_dirs: tuple[Path, ...], dry_run: bool, for
 
     from .card.lint import lint_card
     from .hub.auth import resolve_token
-    from .hub.card_sync import load_card_items, sync_cards
+    from .hub.card_sync import load_card_items, sync_cards, sync_exit_code
     from .hub.publish import check_write_access
     from .results import read_results
 
@@ -452,11 +509,14 @@ def card_sync(ctx: click.Context, run_dirs: tuple[Path, ...], dry_run: bool, for
     diffs = "".join(s.diff for s in syncs)
     if diff_out is not None:
         diff_out.write_text(diffs)
-    click.echo(redact(diffs), nl=False)
-    for s in syncs:
-        click.echo(redact(f"{s.status:<12} {s.repo_id}" + (f" @ {s.commit[:12]}" if s.commit else "")
-                          + (f": {s.error}" if s.error else "")), err=True)
-    sys.exit(1 if any(s.status == "error" for s in syncs) else 0)
+    if output_flags(ctx).json:
+        print_json({"repos": [dataclasses.asdict(s) for s in syncs], "exit_code": sync_exit_code(syncs)})
+    else:
+        click.echo(redact(diffs), nl=False)
+        for s in syncs:
+            click.echo(redact(f"{s.status:<12} {s.repo_id}" + (f" @ {s.commit[:12]}" if s.commit else "")
+                              + (f": {s.error}" if s.error else "")), err=True)
+    sys.exit(sync_exit_code(syncs))
 
 
 @main.command()
@@ -469,7 +529,7 @@ def card_sync(ctx: click.Context, run_dirs: tuple[Path, ...], dry_run: bool, for
 @click.option("--dry-run", is_flag=True, help="Build every artifact and its card; push nothing.")
 @click.option("--rebuild", is_flag=True, help="Also run artifacts the Hub already holds identically.")
 @hub_endpoint_option
-@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@token_file_option
 @click.pass_context
 def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path: Path | None, output_root: Path,
             dry_run: bool, rebuild: bool, hub_endpoint: str | None, token_file: Path | None) -> None:
@@ -539,14 +599,21 @@ def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path:
                              command=f"publish-pruned release {recorded_path(manifest)} # {artifact.published_key}")
         return run_and_publish(artifact.settings(), target, options)
 
+    flags = output_flags(ctx)
+
     def progress(result) -> None:
-        click.echo(redact(f"{result.status:<10} {result.key} {result.repo_id or ''} {result.error or ''}"), err=True)
+        if not (flags.quiet or flags.json):
+            click.echo(redact(f"{result.status:<10} {result.key} {result.repo_id or ''} {result.error or ''}"),
+                       err=True)
 
     summary = run_release(todo, run_one, published=published, shard=shard, on_result=progress)
     if summary_path is not None:
         write_summary(summary_path, summary)
-    click.echo(redact("\n".join(summary_lines(summary))))
-    sys.exit(0 if summary.ok else 3)
+    if flags.json:
+        print_json({**summary.to_json(), "exit_code": summary.exit_code})
+    else:
+        click.echo(redact("\n".join(summary_lines(summary))))
+    sys.exit(summary.exit_code)
 
 
 @main.group()
@@ -554,39 +621,6 @@ def hub() -> None:
     """The bundled Hub emulator."""
 
 
-@hub.command("serve")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("local-hub"),
-              help="Folder holding the emulator's repos.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000)
-@click.option("--user", default="local-user", help="User name the token belongs to.")
-@click.option("--token-env", default="HF_TOKEN", help="Env var holding the write token the emulator accepts.")
-def hub_serve(root: Path, port: int, user: str, token_env: str) -> None:
-    """Serve a local Hub-compatible emulator until Ctrl-C (clients need HF_HUB_DISABLE_XET=1).
-
-    \b
-    HF_TOKEN=hf_local_secret publish-pruned hub serve --root local-hub --port 8000
-    """
-    import os
-    import time
-
-    from .emulator import HubEmulator
-
-    token = os.environ.get(token_env)
-    if not token:
-        fail(SettingsError(f"set {token_env} to the write token the emulator should accept"), False)
-    with contextlib.ExitStack() as stack:
-        try:
-            emulator = stack.enter_context(HubEmulator(root=root, tokens={token: (user, "write")}, port=port))
-        except (OSError, ValueError) as exc:  # port taken, a user name the Hub would refuse
-            fail(SettingsError(f"cannot serve on port {port}: {exc}"), False)
-        click.echo(f"serving {root} at {emulator.url} (Ctrl-C to stop)")
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                time.sleep(3600)
-
-
-def print_json(data: dict) -> None:
-    click.echo(redact(json.dumps(data, indent=2)))
-
-
+hub.add_command(serve_command)
 register_measure_commands(main)
+apply_conventions(main)  # -v/-q/--json and env vars in --help, on every command above

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from .cli_output import output_flags, print_json
 from .errors import SettingsError
 
 
@@ -149,6 +150,16 @@ def eval_command(ctx: click.Context, model: str, dtype: str, device: str, device
             loaded, tokenizer = _load(model, dtype, trust_remote_code, placement, Path(offload_dir))
             rows, bbq = prepare_inputs(tokenizer, settings)
             found = measure_model(loaded, tokenizer, settings, ppl_rows=rows, bbq=bbq)
+        srs = dataclasses.asdict(found.srs) if found.srs is not None else None
+        if srs is not None:
+            srs.pop("replies")
+        data = {"limits": settings.limits, "srs": srs,
+                "perplexity": dataclasses.asdict(found.perplexity) if found.perplexity else None}
+        if output is not None:
+            write_json_atomic(output, data)
+        if output_flags(ctx).json:
+            print_json({**data, "output": str(output) if output is not None else None})
+            return
         if found.perplexity is not None:
             click.echo(f"perplexity  {found.perplexity.ppl:.3f} ± {found.perplexity.se:.3f} "
                        f"({found.perplexity.rows} x {found.perplexity.seq_len} tokens)")
@@ -161,11 +172,6 @@ def eval_command(ctx: click.Context, model: str, dtype: str, device: str, device
                 click.echo(f"{'overall':<20} {condition:<8} SRS {_num(overall.srs.value)}  "
                            f"USR {_num(overall.usr.value)}")
         if output is not None:
-            srs = dataclasses.asdict(found.srs) if found.srs is not None else None
-            if srs is not None:
-                srs.pop("replies")
-            write_json_atomic(output, {"limits": settings.limits, "srs": srs, "perplexity":
-                                       dataclasses.asdict(found.perplexity) if found.perplexity else None})
             click.echo(str(output))
 
     _guarded(ctx, action)
@@ -197,7 +203,10 @@ def latency_command(ctx: click.Context, folder: Path, latency_items: int | None,
         result = measure_model_latency(folder, None, **kwargs)
         if not result.measured:  # measuring is this command's only job
             raise MeasureError(f"latency not measured: {result.reason}")
-        click.echo(latency_table(result))
+        if output_flags(ctx).json:
+            print_json(dataclasses.asdict(result))
+        else:
+            click.echo(latency_table(result))
 
     _guarded(ctx, action)
 
@@ -234,7 +243,11 @@ def bbq_prepare(ctx: click.Context, bbq_path: Path | None, bbq_categories: str |
         if not bbq.items:
             raise SettingsError("no usable BBQ items in these files for these categories and conditions")
         paths = write_prepared(bbq, out)
-        click.echo(f"{len(bbq.items)} items, {len(bbq.excluded)} excluded → {paths['items']}")
+        if output_flags(ctx).json:
+            print_json({"items": len(bbq.items), "excluded": len(bbq.excluded),
+                        "files": {kind: str(path) for kind, path in paths.items()}})
+        else:
+            click.echo(f"{len(bbq.items)} items, {len(bbq.excluded)} excluded → {paths['items']}")
 
     _guarded(ctx, action)
 

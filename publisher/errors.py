@@ -1,10 +1,24 @@
 """Errors a user can act on.
 
-The CLI turns every `PublishPrunedError` into one line on stderr and a non-zero exit code; any other
-exception is a bug (its traceback is shown with `-v`).
+The CLI turns every `PublishPrunedError` into one line on stderr (a JSON object on stdout under `--json`) and
+a non-zero exit code; any other exception is a bug (its traceback is shown with `-v`). An error caused by the
+Hub or the network being unavailable exits with HUB_UNAVAILABLE whatever its class (`hub.retry.hub_unavailable`).
 
     >>> raise SparsityError("sparsity must be in (0, 1), got 1.5")
 """
+
+
+HUB_UNAVAILABLE = 75  # sysexits' EX_TEMPFAIL: "a temporary failure; the user is invited to retry"
+
+# The exit codes of every command, for `--help` and the README; one meaning each.
+EXIT_CODES = {
+    0: "done",
+    1: "internal error (a bug: -v shows the traceback); card sync: a card could not be synced",
+    2: "bad input: an option, a file, the model, the token, the output folder (see the message)",
+    3: "a publish failed or its files differ from the run; release: an artifact failed; disk full",
+    HUB_UNAVAILABLE: "the Hub or the network is unavailable (refused, timed out, 408/429/5xx): retry later",
+    130: "interrupted (Ctrl-C); finished stages are kept, re-run to continue",
+}
 
 
 class PublishPrunedError(Exception):
@@ -37,6 +51,12 @@ class PublishError(PublishPrunedError):
     """The upload failed or the remote files do not match the local run."""
 
     exit_code = 3
+
+
+class HubUnavailableError(PublishPrunedError):
+    """The Hub did not answer, or answered 'try later'; nothing is wrong with the input: retry later."""
+
+    exit_code = HUB_UNAVAILABLE
 
 
 class CardError(PublishPrunedError):

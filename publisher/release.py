@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from . import __version__
-from .errors import PublishPrunedError, SettingsError, describe_read_error
+from .errors import HUB_UNAVAILABLE, PublishPrunedError, SettingsError, describe_read_error
 from .local_paths import is_local_path, recorded_path
 from .results import write_json_atomic
 from .settings import RunSettings, validate_repo_id
@@ -213,6 +213,7 @@ class ArtifactResult:
     commit: str | None = None
     url: str | None = None
     error: str | None = None
+    unavailable: bool = False  # failed because the Hub or the network was unavailable (retry later)
     seconds: float = 0.0
 
 
@@ -224,6 +225,13 @@ class ReleaseSummary:
     @property
     def ok(self) -> bool:
         return all(a.status != "failed" for a in self.artifacts)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing failed; HUB_UNAVAILABLE when every failure was the Hub or the network being
+        unavailable (re-run later: finished artifacts are skipped); else 3."""
+        failed = [a for a in self.artifacts if a.status == "failed"]
+        return 0 if not failed else HUB_UNAVAILABLE if all(a.unavailable for a in failed) else 3
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -256,8 +264,11 @@ def run_release(artifacts: Iterable[Artifact], run_one: Callable[[Artifact], Any
             else:
                 result = _result_from_outcome(base, run_one(artifact))
         except (PublishPrunedError, Exception) as exc:
+            from .hub.retry import hub_unavailable
+
             message = str(exc) if isinstance(exc, PublishPrunedError) else f"{type(exc).__name__}: {exc}"
-            result = ArtifactResult(**base, status="failed", error=message.splitlines()[0][:500] if message else "")
+            result = ArtifactResult(**base, status="failed", error=message.splitlines()[0][:500] if message else "",
+                                    unavailable=hub_unavailable(exc))
             log.error("%s failed: %s", artifact.key, result.error)
             if not keep_going:
                 results.append(result)

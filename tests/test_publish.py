@@ -82,7 +82,7 @@ def test_publishing_the_same_run_again_makes_no_commit(hub, model_dir, tmp_path)
 def test_no_token_fails_before_any_work_and_creates_nothing(hub, model_dir, tmp_path):
     out = tmp_path / "run"
     result = publish(hub, model_dir, out, token=None)
-    assert result.exit_code == 2 and "error: no Hub token" in result.stderr
+    assert result.exit_code == 2 and json.loads(result.stderr)["error"].startswith("no Hub token")  # --json
     assert not out.exists()
     assert not HfApi(endpoint=hub.url, token=HUB_WRITE_TOKEN).repo_exists(f"{HUB_USER}/tiny-magnitude-s50")
 

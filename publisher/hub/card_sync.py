@@ -21,9 +21,9 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-from ..errors import PublishError, PublishPrunedError
+from ..errors import HUB_UNAVAILABLE, PublishError, PublishPrunedError
 from .remote import CARD_FILE, RESULTS_FILE, download_text, is_publish_pruned_card
-from .retry import DEFAULT_POLICY, RetryPolicy, describe, is_transient, status_of, with_retries
+from .retry import DEFAULT_POLICY, RetryPolicy, describe, hub_unavailable, is_transient, status_of, with_retries
 
 SYNC_MESSAGE = "Update model card (publish-pruned card sync)"
 
@@ -35,6 +35,14 @@ class CardSync:
     diff: str = ""  # unified diff, Hub -> local
     commit: str | None = None
     error: str | None = None
+    unavailable: bool = False  # the error was the Hub or the network being unavailable (retry later)
+
+
+def sync_exit_code(syncs: list[CardSync]) -> int:
+    """0 when every card synced; HUB_UNAVAILABLE when every failure was the Hub or network being unavailable
+    (retry later); else 1."""
+    failed = [s for s in syncs if s.status == "error"]
+    return 0 if not failed else HUB_UNAVAILABLE if all(s.unavailable for s in failed) else 1
 
 
 def card_diff(repo_id: str, remote: str | None, local: str) -> str:
@@ -68,11 +76,13 @@ def sync_cards(api: HfApi, items: Iterable[tuple[str, str]], *, dry_run: bool = 
             results.append(_sync_one(api, repo_id, text, dry_run=dry_run, revision=revision, force=force,
                                      policy=policy))
         except (PublishPrunedError, HfHubHTTPError) as exc:
-            results.append(CardSync(repo_id, "error", error=str(exc).splitlines()[0][:300]))
+            results.append(CardSync(repo_id, "error", error=str(exc).splitlines()[0][:300],
+                                    unavailable=hub_unavailable(exc)))
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            results.append(CardSync(repo_id, "error", error=f"cannot reach the Hub ({describe(exc)})"))
+            results.append(CardSync(repo_id, "error", error=f"cannot reach the Hub ({describe(exc)})",
+                                    unavailable=True))
     return results
 
 

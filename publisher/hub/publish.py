@@ -107,6 +107,8 @@ def check_write_access(api: HfApi) -> str:
         ) from None
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
+        if is_transient(exc):  # 408/429/5xx: says nothing about the token
+            raise HubAuthError(f"the Hub is unavailable to check the token (HTTP {status}); retry later") from None
         raise HubAuthError(f"the Hub rejected the token (HTTP {status}); check HF_TOKEN or your login") from None
     except OSError as exc:
         raise HubAuthError(f"cannot reach the Hub to check the token ({type(exc).__name__})") from None

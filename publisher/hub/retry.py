@@ -70,6 +70,20 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, _TRANSIENT_ERRORS)
 
 
+def hub_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` is, or was raised on purpose for (`raise ... from` / `from None`), a transient failure: the
+    Hub or the network was unavailable, so the command exits with `errors.HUB_UNAVAILABLE`. An exception merely
+    raised while handling another one is not counted: that is a failure of its own."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if is_transient(current):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or (current.__context__ if current.__suppress_context__ else None)
+    return False
+
+
 def describe(exc: BaseException) -> str:
     """A short, secret-free description of a failure (no URLs: upload URLs carry signatures)."""
     status = status_of(exc)
