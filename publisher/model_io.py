@@ -55,6 +55,7 @@ class ResolvedSource:
     language: tuple[str, ...]
     gated: str | None = None  # the base Hub repo's gate: "auto" | "manual"; None when not gated or not on the Hub
     gating: dict[str, Any] = field(default_factory=dict)  # GATING_KEYS found in the base card's front matter
+    gguf_quantization: str | None = None  # a GGUF base's file type, e.g. "Q4_1": what was dequantized
 
     @property
     def identity(self) -> str:
@@ -118,6 +119,16 @@ def _resolve_folder(path: Path, settings: RunSettings) -> ResolvedSource:
     )
 
 
+def gguf_file_type(value: object) -> str | None:
+    """`general.file_type` of a GGUF as its quantization's name: 3 → "Q4_1", 1 → "F16"; None when unknown."""
+    import gguf
+
+    try:
+        return gguf.LlamaFileType(int(value)).name.removeprefix("MOSTLY_")  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
 def _resolve_gguf(path: Path, settings: RunSettings) -> ResolvedSource:
     import gguf
 
@@ -131,6 +142,7 @@ def _resolve_gguf(path: Path, settings: RunSettings) -> ResolvedSource:
 
     languages = fields_value("general.languages") or []
     return ResolvedSource(
+        gguf_quantization=gguf_file_type(fields_value("general.file_type")),
         kind="gguf", reference=str(path.resolve()), local_path=path.resolve().parent, gguf_file=path.name,
         revision=None, content_sha256=sha256_file_unchanged(path), base_model_id=settings.base_model_id,
         license=fields_value("general.license"), license_name=None, license_link=None,

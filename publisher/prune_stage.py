@@ -83,6 +83,7 @@ def _prune_into_place(settings: RunSettings, options: _Fetch, folder: RunFolder,
         content_sha256=source.content_sha256, **pruned.facts, license=source.license,
         license_name=source.license_name, license_link=source.license_link, language=list(source.language),
         license_files=license_files(extras), gated=source.gated, gating=dict(source.gating),
+        gguf_quantization=source.gguf_quantization,
     )
     files = digest_files(folder.staging, pruned.files)
     for name in pruned.files:

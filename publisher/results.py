@@ -49,6 +49,7 @@ class SourceRecord:
     license_files: list[str] = field(default_factory=list)  # the base's license terms, copied and published
     gated: str | None = None  # the base Hub repo's gate ("auto" | "manual"), inherited by a push without --gated
     gating: dict[str, Any] = field(default_factory=dict)  # the base card's extra_gated_* fields, put on the card
+    gguf_quantization: str | None = None  # kind "gguf": the file's quantization (its dequantized weights were pruned)
 
     @property
     def identity(self) -> str:

@@ -20,11 +20,12 @@ from .card.plots import PLOTS_DIR
 from .errors import HubAuthError, OutputDirError
 from .hub.auth import resolve_token
 from .hub.extras import inherited_gate
+from .hub.local import LOCAL_USER
 from .hub.publish import PublishRecord, PushOptions, check_write_access, publish_run
 from .model_io import digest_files
 from .pipeline import RunOptions, RunOutcome, eval_files, run_pipeline
 from .resources import MEASUREMENT_DOC as MEASUREMENT_FILE
-from .results import RESULTS_FILE, read_results, write_json_atomic
+from .results import RESULTS_FILE, read_results, replacing, write_json_atomic, write_results
 from .run_folder import CARD_FILE, STATE_DIR
 from .settings import RunSettings, validate_repo_id
 
@@ -98,13 +99,42 @@ def push_existing_run(folder: Path, target: PublishTarget) -> Outcome:
     run = load_run(folder)
     with hub_connection(target) as (api, namespace):
         stored = run.results.settings.get("repo_id") or ""
+        rehearsal = stored.split("/")[0] in (PLACEHOLDER_NAMESPACE, LOCAL_USER)
         if target.repo_id:
             repo_id = target.repo_id
-        elif stored and not stored.startswith(f"{PLACEHOLDER_NAMESPACE}/"):
+        elif stored and not rehearsal and target.mode != "local":
             repo_id = stored
-        else:  # a dry run made without a token: put it under the token's owner
+        else:  # a dry run without a token, or a `--hub local` rehearsal: the token owner's namespace here
             repo_id = f"{namespace or PLACEHOLDER_NAMESPACE}/{stored.split('/')[-1] or folder.name}"
-        return _lint_and_push(api, validate_repo_id(repo_id), run, target)
+        repo_id = validate_repo_id(repo_id)
+        if repo_id != stored:
+            run = retarget_run(run, repo_id)
+        return _lint_and_push(api, repo_id, run, target)
+
+
+def retarget_run(run: RunOutcome, repo_id: str) -> RunOutcome:
+    """The run folder made to name `repo_id`: results.json's `settings.repo_id`, and the card's "How to load"
+    snippets and model name (front matter and model-index), rewritten in place (nothing recomputed); the digests
+    follow.
+
+    The card is rewritten rather than re-rendered: rendering again would need the card config and templates of
+    the original run, which the folder does not keep.
+    """
+    old = run.results.settings.get("repo_id") or ""
+    run.results.settings["repo_id"] = repo_id
+    write_results(run.output_dir / RESULTS_FILE, run.results)
+    card = run.card_path.read_text()
+    if old:
+        card = card.replace(old, repo_id)
+        old_name, new_name = old.split("/")[-1], repo_id.split("/")[-1]
+        front, sep, body = card.partition("\n---\n<!-- generated-by")  # the model's name: front matter only
+        for key in ("model_name: ", "- name: "):  # ModelCardData's model_name, and model-index's name
+            front = front.replace(f"\n{key}{old_name}\n", f"\n{key}{new_name}\n")
+        card = front + sep + body
+    with replacing(run.card_path) as tmp:
+        tmp.write_text(card)
+    run.files.update(digest_files(run.output_dir, [RESULTS_FILE, CARD_FILE]))
+    return run
 
 
 def load_run(folder: Path) -> RunOutcome:

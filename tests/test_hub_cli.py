@@ -1,6 +1,7 @@
 """The CLI's push options, `card sync` and `release`, end to end against the emulator (needs the lead's patch)."""
 
 import json
+from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
@@ -116,3 +117,31 @@ def test_push_publishes_the_cards_own_plots_not_leftovers(hub, tmp_path):
     assert pushed.exit_code == 0, pushed.output
     files = HfApi(endpoint=hub.url, token=HUB_WRITE_TOKEN).list_repo_files(f"{HUB_USER}/tiny-plots")
     assert sorted(f.split("/")[1] for f in files if f.startswith("plots/")) == drawn
+
+
+def test_push_after_a_local_rehearsal_targets_the_token_owner_and_the_card_names_the_final_repo(hub, tmp_path):
+    model_dir = save_tiny_model("llama", tmp_path / "base", readme=README)
+    out = tmp_path / "run"
+    rehearsal = CliRunner().invoke(main, ["--model", str(model_dir), "--sparsity", "0.5", "-q", "--hub", "local",
+                                          "--hub-dir", str(tmp_path / "local-hub"), "--output-dir", str(out),
+                                          "--base-model-id", "test-org/tiny"])
+    assert rehearsal.exit_code == 0, rehearsal.output
+    assert 'from_pretrained("local-user/tiny-magnitude-s50")' in (out / "README.md").read_text()
+
+    env = {"HF_TOKEN": HUB_WRITE_TOKEN}
+    pushed = CliRunner(env=env).invoke(main, ["push", str(out), "--hub-endpoint", hub.url, "--json"])
+    assert pushed.exit_code == 0, pushed.output
+    repo = f"{HUB_USER}/tiny-magnitude-s50"  # the token's owner, never local-user on the real Hub
+    assert json.loads(pushed.stdout)["repo_id"] == repo
+    api = HfApi(endpoint=hub.url, token=HUB_WRITE_TOKEN)
+    card = Path(api.hf_hub_download(repo, "README.md")).read_text()
+    assert "local-user" not in card
+    for snippet in (f'AutoModelForCausalLM.from_pretrained("{repo}")', f'load("{repo}")', f'LLM(model="{repo}")'):
+        assert snippet in card, snippet
+    assert json.loads(Path(api.hf_hub_download(repo, "results.json")).read_text())["settings"]["repo_id"] == repo
+
+    renamed = CliRunner(env=env).invoke(main, ["push", str(out), "--hub-endpoint", hub.url,
+                                               "--repo-id", f"{HUB_USER}/tiny-renamed"])
+    assert renamed.exit_code == 0, renamed.output
+    card = Path(api.hf_hub_download(f"{HUB_USER}/tiny-renamed", "README.md")).read_text()
+    assert f'from_pretrained("{HUB_USER}/tiny-renamed")' in card and "tiny-magnitude-s50" not in card

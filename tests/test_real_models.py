@@ -61,3 +61,8 @@ def test_smollm2_gguf_inherits_license_and_hits_the_target_exactly(tmp_path):
     assert results.sparsity.actual_sparsity == 0.5
     card = (out / "README.md").read_text()
     assert "license: apache-2.0" in card and f"base_model: {HUB_ID}" in card
+    # named as a GGUF even with --base-model-id: its "dense" baseline is a dequantized Q4_1 file
+    assert results.source.gguf_quantization == "Q4_1"
+    assert f"the GGUF file `{smollm2_gguf().name}` (Q4_1 quantization), sha256 `{results.source.content_sha256[:16]}" \
+        in card and "dequantized to bfloat16 before pruning" in card
+    assert "| base weights | the base model's own bfloat16 weights | a Q4_1 GGUF file, dequantized |" in card

@@ -190,3 +190,7 @@ def test_published_mistral_downloads_and_runs_the_same_under_mlx_lm_and_transfor
     assert (downloaded / "LICENSE").read_text() == terms
     results = json.loads((downloaded / "results.json").read_text())
     assert results["source"]["license_files"] == ["LICENSE"] and "LICENSE" in results["files"]
+    card = (downloaded / "README.md").read_text()  # the card names the repo and passes the terms on
+    assert f'AutoModelForCausalLM.from_pretrained("{repo_id}")' in card and f'load("{repo_id}")' in card
+    assert "The base's terms are published with it: [LICENSE](LICENSE)" in card
+    assert (downloaded / "measurement.md").is_file()

@@ -309,6 +309,10 @@ def protocol_differences(results: Results) -> list[dict[str, Any]]:
     not measured); True for a documented difference of method that the card states."""
     metrics, found = _metrics(results), []
     pruning = results.pruning
+    if results.source.kind == "gguf":
+        quantization = results.source.gguf_quantization or "quantized"
+        found.append(_difference("base weights", "the base model's own bfloat16 weights",
+                                 f"a {quantization} GGUF file, dequantized", False))
     if pruning.method == "wanda":
         found.append(_difference(
             "Wanda", "activation norms collected in one pass on the dense model with a simplified block forward; "
