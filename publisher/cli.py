@@ -62,6 +62,25 @@ def quiet_libraries() -> None:
     disable_progress_bars()
 
 
+# Mixture-of-experts options of the main job (`moe_settings` hands them to RunSettings).
+moe_options = [
+    click.option("--moe-calibration", type=click.Choice(["routed", "all"]), default="routed",
+                 help="Wanda/SparseGPT on a mixture-of-experts model: routed = each expert's statistics from the "
+                 "tokens its router sends it, weighted by routing weight (experts under 10 % of a uniform share "
+                 "get every token); all = every token to every expert."),
+    click.option("--experts-keep", type=float, help="--method expert-drop: fraction of each layer's routed experts "
+                 "to keep (ceil(F x experts)), e.g. 0.5."),
+    click.option("--experts-keep-n", type=int, help="--method expert-drop: routed experts to keep per layer."),
+    click.option("--expert-saliency", type=click.Choice(["reap", "frequency"]), default="reap",
+                 help="--method expert-drop: rank experts by REAP (mean routing weight x expert output norm over "
+                 "the tokens routed to it) or by how many tokens the router sends them."),
+]
+
+
+def moe_settings(opts: dict) -> dict:
+    return {key: opts[key] for key in ("moe_calibration", "experts_keep", "experts_keep_n", "expert_saliency")}
+
+
 def method_names() -> list[str]:
     from .prune import METHODS
 
@@ -148,6 +167,7 @@ def run_options(fn):
         click.option("--calibration-seq-len", type=int, default=2048, help="Tokens per calibration sequence."),
         click.option("--calibration-revision", help="Branch, tag or commit of a Hub calibration dataset (default: "
                      "main, pinned to its commit in the results)."),
+        *moe_options,
         click.option("--seed", type=int, default=42, help="Seed of random masks and of calibration sampling."),
         click.option("--revision", help="Branch, tag or commit of a Hub base model (default: main, pinned to its "
                      "commit)."),
@@ -221,7 +241,8 @@ def main_job(ctx: click.Context, opts: dict) -> None:
     if not opts["model"] and opts["sparsity"] is None:
         click.echo(ctx.get_help())
         ctx.exit(0)
-    if not opts["model"] or opts["sparsity"] is None:
+    drops_experts = opts["method"] == "expert-drop"  # takes --experts-keep[-n] instead (RunSettings checks)
+    if not opts["model"] or (opts["sparsity"] is None and not drops_experts):
         missing = "--sparsity (e.g. --sparsity 0.5)" if opts["model"] else "--model (a Hub id, folder or .gguf)"
         fail(SettingsError(f"missing {missing}; see {ctx.command_path} -h"), False)
     flags = output_flags(ctx)
@@ -247,7 +268,7 @@ def run_main(opts: dict) -> None:
         trust_pickled_weights=opts["trust_pickled_weights"], shard_size=opts["shard_size"],
         structure=opts["structure"], calibration_dataset=opts["calibration_dataset"],
         calibration_samples=opts["calibration_samples"], calibration_seq_len=opts["calibration_seq_len"],
-        calibration_revision=opts["calibration_revision"],
+        calibration_revision=opts["calibration_revision"], **moe_settings(opts),
     )
     options = RunOptions(
         evaluation=eval_settings(opts), cache_dir=opts["cache_dir"] or DEFAULT_CACHE_DIR,
@@ -286,6 +307,15 @@ def summary_data(outcome) -> dict:
     }
 
 
+def expert_drop_lines(results) -> list[str]:
+    """The summary's line for expert dropping: experts kept and parameters before/after (else nothing)."""
+    drop = (results.pruning.moe or {}).get("expert_drop")
+    if not drop:
+        return []
+    return [f"  experts kept     {drop['experts_kept']} of {drop['experts_before']} per layer ({drop['saliency']}); "
+            f"parameters {drop['params_before']:,} → {drop['params_after']:,}"]
+
+
 def summary_text(outcome) -> str:
     results, publish, run = outcome.run.results, outcome.publish, outcome.run
     weight_bytes = sum(d.size for n, d in results.files.items() if n.endswith(".safetensors"))
@@ -294,6 +324,7 @@ def summary_text(outcome) -> str:
         f"pruning, target {results.pruning.target_sparsity:.2%}",
         f"  actual sparsity  {results.sparsity.actual_sparsity:.4%} ({results.sparsity.zero_params:,} of "
         f"{results.sparsity.prunable_params:,} prunable weights zeroed; counted on the saved files)",
+        *expert_drop_lines(results),
         f"  prune time       {results.pruning.prune_time_s:.2f} s",
         f"  checkpoint       {run.output_dir} ({weight_bytes / 1e6:.1f} MB of safetensors)",
         f"  card             {run.card_path}",

@@ -9,6 +9,10 @@ mlx-lm and vLLM under transformers 4 read `rope_theta` and `rope_scaling` at the
 back to their defaults without them: a pruned Mistral-7B (θ = 1e6) would run at θ = 10,000 under mlx-lm. So
 every save mirrors them at the top level, derived from `rope_parameters`, which stays as it was.
 
+Mixture-of-experts configs: transformers 5 writes Qwen3-MoE's expert count as `num_local_experts` (its
+config maps `num_experts` onto it); transformers 4 and mlx-lm read `num_experts`, as the base's config spells
+it, and mlx-lm fails without it. `moe_fields` mirrors it (for every config class with that alias).
+
 transformers 5 still reads the mirror as it wrote it: it takes `rope_scaling` (when present) as the base of
 `rope_parameters` and fills `rope_theta` / `partial_rotary_factor` from the top level, which hold the same
 values; Gemma-3 style per-layer configs merge `rope_scaling` into their full-attention entry and read the
@@ -68,9 +72,30 @@ def top_level_rope_fields(config: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in out.items() if config.get(key) is None}
 
 
+def moe_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """`num_experts` where transformers 5 wrote the expert count under the name its config class aliases it to
+    (Qwen3-MoE: `num_local_experts`); nothing for other configs or when already present."""
+    if "num_experts" in config or not isinstance(config.get("model_type"), str):
+        return {}
+    try:
+        from transformers import CONFIG_MAPPING
+
+        alias = getattr(CONFIG_MAPPING[config["model_type"]], "attribute_map", {}).get("num_experts")
+    except (ImportError, KeyError):
+        return {}
+    return {"num_experts": config[alias]} if alias and isinstance(config.get(alias), int) else {}
+
+
+def top_level_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """Every key older readers need that transformers 5 left out: RoPE (`top_level_rope_fields`) and the expert
+    count (`moe_fields`). Handed to mlx-lm's loader by the latency stage, written by every save."""
+    return top_level_rope_fields(config) | moe_fields(config)
+
+
 def compatible_config(config: dict[str, Any]) -> dict[str, Any]:
-    """`config` with the top-level RoPE keys added, also inside a vision-language model's `text_config`."""
-    out = config | top_level_rope_fields(config)
+    """`config` with the top-level RoPE keys (and an MoE's `num_experts`) added, also inside a vision-language
+    model's `text_config`."""
+    out = config | top_level_fields(config)
     if isinstance(config.get("text_config"), dict):
         out["text_config"] = compatible_config(config["text_config"])
     return out

@@ -338,10 +338,16 @@ def saved_weight_names(model, names: list[str]) -> dict[str, str]:
         from transformers.core_model_loading import revert_weight_conversion
     except ImportError:  # another transformers: no renaming on save
         return {name: name for name in names}
-    placeholders = {name: torch.empty(0, device="meta") for name in names}  # renaming needs no values
+    from .prune.moe_layout import LayoutError, expert_saved_names
+
+    try:  # an expert's matrix is a slice of a 3-D parameter, saved on its own (empty for a dense model)
+        experts = {name: key for name, key in expert_saved_names(model).items() if name in set(names)}
+    except LayoutError as error:
+        raise ArchitectureError(f"{error}; this model is not supported") from None
+    placeholders = {name: torch.empty(0, device="meta") for name in names if name not in experts}
     owner = {id(tensor): name for name, tensor in placeholders.items()}
-    reverted = revert_weight_conversion(model, dict(placeholders))
-    found = {owner[id(tensor)]: key for key, tensor in reverted.items() if id(tensor) in owner}
+    reverted = revert_weight_conversion(model, dict(placeholders)) if placeholders else {}
+    found = {owner[id(tensor)]: key for key, tensor in reverted.items() if id(tensor) in owner} | experts
     missing = next((name for name in names if name not in found), None)
     if missing is not None:
         raise ArchitectureError(f"cannot tell under which name transformers saves {missing} (it converts the "

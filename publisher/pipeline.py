@@ -124,6 +124,13 @@ def _check_scope_early(settings: RunSettings, source: ResolvedSource, options: R
     except Exception:  # the load path reports what is wrong with the model, properly
         return
     check_prunable_scope(skeleton)
+    if settings.drops_experts:  # a dense model, or more experts kept than it has: before any download
+        from .prune import PruneRequest
+        from .prune.expert_drop import check_drop_request
+
+        check_drop_request(skeleton, PruneRequest(
+            settings.method, 0.0, experts_keep=settings.experts_keep, experts_keep_n=settings.experts_keep_n,
+            expert_saliency=settings.expert_saliency))
 
 
 def _run_stages(settings: RunSettings, options: RunOptions, folder: RunFolder, source: ResolvedSource) -> RunOutcome:

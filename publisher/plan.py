@@ -14,8 +14,10 @@ from pathlib import Path
 import torch
 
 from .errors import ArchitectureError, ModelSourceError
+from .plan_moe import moe_lines, moe_plan
 from .prune import METHODS
-from .prune.scope import check_prunable_scope, prunable_linears
+from .prune.experts import experts_layout
+from .prune.scope import ExpertMatrix, check_prunable_scope, prunable_matrices
 from .prune.structure import parse_structure
 from .settings import validate_repo_id
 
@@ -40,6 +42,7 @@ class Plan:
     streamed_memory_bytes: int  # magnitude/random streamed from safetensors: two tensors at a time
     methods: dict[str, str] = field(default_factory=dict)  # method → "ok" or why it does not apply
     unsupported: str | None = None  # why the model cannot be pruned at all (e.g. experts outside nn.Linear)
+    moe: dict | None = None  # mixture-of-experts models: active parameters, prunable by kind (`plan_moe`)
 
 
 def load_config(model: str, *, revision: str | None = None, endpoint: str | None = None, token: str | None = None,
@@ -77,18 +80,21 @@ def plan_model(model: str, sparsity: float, *, structure: str = "unstructured", 
         dtype = dtype.removeprefix("torch.")
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config)
-    layers = prunable_linears(skeleton)
+    layers = prunable_matrices(skeleton)
     shape = parse_structure(structure)
     kinds: dict[str, int] = {}
     for layer in layers:
-        kinds[layer.name.rsplit(".", 1)[-1]] = kinds.get(layer.name.rsplit(".", 1)[-1], 0) + 1
-    sizes = [layer.module.weight.numel() for layer in layers]
+        kind = _kind_key(layer)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    sizes = [layer.numel for layer in layers]
     total = sum(p.numel() for p in skeleton.parameters())
     bytes_per = DTYPE_BYTES.get(dtype, 4)
     largest = max(sizes)
-    largest_tensor = max(p.numel() for p in skeleton.parameters())
+    largest_tensor = _largest_saved_tensor(skeleton)
     methods = {}
-    misfit = next((x.name for x in layers if not shape.fits(x.module.in_features)), None)
+    misfit = next((x.name for x in layers if not shape.fits(x.in_features)), None)
+    moe = moe_plan(skeleton, layers, bytes_per=bytes_per) if any(isinstance(x, ExpertMatrix) for x in layers) \
+        else None
     try:
         check_prunable_scope(skeleton)
         unsupported = None
@@ -97,6 +103,9 @@ def plan_model(model: str, sparsity: float, *, structure: str = "unstructured", 
     for name, method in sorted(METHODS.items()):
         if unsupported:
             methods[name] = "not supported"
+        elif method.drops_experts:
+            methods[name] = ("ok (needs calibration data; --experts-keep or --experts-keep-n)" if moe
+                             else "not applicable (no mixture-of-experts layers)")
         elif misfit:
             methods[name] = f"{shape} does not fit {misfit} (in_features not divisible by {shape.m})"
         elif method.needs_calibration:
@@ -111,8 +120,31 @@ def plan_model(model: str, sparsity: float, *, structure: str = "unstructured", 
         # magnitude's working set: |w| as float32 scores + a bool mask for the largest matrix
         memory_needed_bytes=total * bytes_per + largest * 5, methods=methods,
         # two tensors in memory at a time: one being written, the next being read and pruned
-        streamed_memory_bytes=2 * largest_tensor * bytes_per, unsupported=unsupported,
+        streamed_memory_bytes=2 * largest_tensor * bytes_per, unsupported=unsupported, moe=moe,
     )
+
+
+def _kind_key(layer) -> str:
+    """A matrix kind for the counts: the linear's name (q_proj), `experts.gate_proj` for a routed expert's."""
+    if isinstance(layer, ExpertMatrix):
+        return f"experts.{layer.part}_proj"
+    parts = layer.name.rsplit(".", 2)
+    return ".".join(parts[-2:]) if "shared_expert" in parts[-2] else parts[-1]
+
+
+def _largest_saved_tensor(skeleton) -> int:
+    """Entries of the largest tensor the files hold: an MoE's files hold one matrix per expert, not the 3-D
+    parameter transformers builds (streaming reads one of those at a time)."""
+    largest = 0
+    for module in skeleton.modules():
+        layout = experts_layout(module)
+        for name, param in module.named_parameters(recurse=False):
+            if layout is None:
+                largest = max(largest, param.numel())
+            else:  # gate_up_proj holds two matrices per expert
+                parts = next(len(p) for n, p in layout if n == name)
+                largest = max(largest, param[0].numel() // parts)
+    return largest
 
 
 def plan_table(plan: Plan) -> str:
@@ -128,6 +160,8 @@ def plan_table(plan: Plan) -> str:
         f"≈ {plan.streamed_memory_bytes / gib:.2f} GiB streamed (magnitude/random on safetensors, CPU) + libraries",
         "  methods             " + "; ".join(f"{k}: {v}" for k, v in plan.methods.items()),
     ]
+    if plan.moe:
+        lines[2:2] = moe_lines(plan.moe)
     if plan.unsupported:
         lines.append(f"  not supported       {plan.unsupported}")
     return "\n".join(lines)

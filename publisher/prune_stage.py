@@ -24,7 +24,7 @@ from .model_io import ResolvedSource, digest_files, fetch_weights, load_model, s
 from .placement import describe_placement
 from .prune import PruneRequest, get_method, prune_model
 from .prune.calibration import CalibrationSet, CalibrationSpec, load_calibration
-from .prune.scope import prunable_linears
+from .prune.scope import prunable_matrices
 from .prune.streaming import NotStreamable, stream_prune
 from .results import RESULTS_FILE, PruneRecord, SourceRecord
 from .run_folder import CARD_FILE, RunFolder
@@ -105,9 +105,11 @@ def _prune_into_place(settings: RunSettings, options: _Fetch, folder: RunFolder,
 
 
 def _request(settings: RunSettings, calibration: CalibrationSet | None = None) -> PruneRequest:
-    return PruneRequest(method=settings.method, sparsity=settings.sparsity, tie_policy=settings.tie_policy,
+    return PruneRequest(method=settings.method, sparsity=settings.sparsity or 0.0, tie_policy=settings.tie_policy,
                         seed=settings.seed, structure=settings.structure,
-                        calibration=calibration.input_ids if calibration else None)
+                        calibration=calibration.input_ids if calibration else None,
+                        moe_calibration=settings.moe_calibration, experts_keep=settings.experts_keep,
+                        experts_keep_n=settings.experts_keep_n, expert_saliency=settings.expert_saliency)
 
 
 def _prune_streamed(settings: RunSettings, options: _Fetch, source: ResolvedSource, weights_dir: Path,
@@ -135,7 +137,7 @@ def _prune_loaded(settings: RunSettings, options: _Fetch, source: ResolvedSource
                   folder: RunFolder) -> _Pruned:
     """Load the model (one device or a device map), prune it in place, save it."""
     model, tokenizer = load_model(source, weights_dir, settings, offload_dir=folder.offload)
-    saved_as = saved_weight_names(model, [layer.weight_name for layer in prunable_linears(model)])
+    saved_as = saved_weight_names(model, [layer.weight_name for layer in prunable_matrices(model)])
     calibration = None
     if get_method(settings.method).needs_calibration:
         calibration = load_calibration(tokenizer, CalibrationSpec(

@@ -79,6 +79,9 @@ class PruneRecord:
     prune_time_s: float  # inside the method (calibration forwards included); not loading, reading or saving
     layers: list[LayerSparsity]  # counted on the in-memory model, right after pruning
     calibration: dict[str, Any] | None = None  # dataset, revision or file sha256, samples, seq_len, token hash
+    # Mixture-of-experts models: what was done to the experts (routed calibration: tokens per expert, fallbacks;
+    # expert dropping: saliency, experts kept per layer, parameters before/after). Absent for dense models.
+    moe: dict[str, Any] | None = None
 
 
 @dataclass
@@ -90,6 +93,8 @@ class SparsityRecord:
     zero_params: int
     layers: list[LayerSparsity]
     nm_violations: int | None = None  # N:M structures: groups with fewer than N zeros, over every matrix
+    # Mixture-of-experts models: sparsity by kind and its spread across experts and layers (`prune.moe_sparsity`)
+    moe: dict[str, Any] | None = None
 
     @property
     def actual_sparsity(self) -> float:
@@ -115,6 +120,8 @@ class Results:
         for section in ("pruning", "sparsity"):
             for layer, obj in zip(data[section]["layers"], getattr(self, section).layers, strict=True):
                 layer["sparsity"] = obj.sparsity
+            if data[section]["moe"] is None:  # dense models' results stay as they were
+                del data[section]["moe"]
         return {"schema_version": data.pop("schema_version"), **data}
 
     @classmethod

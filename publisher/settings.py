@@ -21,6 +21,8 @@ from .hashing import sha256_file
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 TIE_POLICIES = ("exact", "threshold")
+MOE_CALIBRATION = ("routed", "all")  # Wanda/SparseGPT on experts: the tokens routed to each, or every token
+EXPERT_SALIENCIES = ("reap", "frequency")
 DEFAULT_SEED = 42  # the study's seed for random masks
 DEFAULT_SHARD_SIZE = "5GB"
 _SHARD_SIZE = re.compile(r"\d+(\.\d+)?(KB|MB|GB|TB)")  # the units huggingface_hub's shard splitter reads
@@ -33,7 +35,7 @@ class RunSettings:
     """Everything that decides what a run produces. Hashes of subsets identify finished stages."""
 
     model: str
-    sparsity: float
+    sparsity: float | None  # None only for expert-drop, which removes experts (`experts_keep[_n]`) instead
     method: str = "magnitude"
     revision: str | None = None
     tie_policy: str = "exact"
@@ -51,10 +53,18 @@ class RunSettings:
     calibration_samples: int = 128
     calibration_seq_len: int = 2048
     calibration_revision: str | None = None  # a Hub dataset's branch, tag or commit [default: main, pinned]
+    # Mixture-of-experts models (`prune/experts.py`): how Wanda/SparseGPT feed experts ("routed" | "all"), and
+    # expert-drop's experts kept per layer (a fraction or a count) and saliency ("reap" | "frequency")
+    moe_calibration: str = "routed"
+    experts_keep: float | None = None
+    experts_keep_n: int | None = None
+    expert_saliency: str = "reap"
 
     def __post_init__(self) -> None:
-        if not (0.0 < self.sparsity < 1.0):
-            raise SettingsError(f"--sparsity must be strictly between 0 and 1, got {self.sparsity:g}")
+        self._check_moe_options()
+        if not self.drops_experts and (self.sparsity is None or not (0.0 < self.sparsity < 1.0)):
+            given = "none" if self.sparsity is None else f"{self.sparsity:g}"
+            raise SettingsError(f"--sparsity must be strictly between 0 and 1, got {given}")
         if self.dtype not in DTYPES:
             raise SettingsError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.tie_policy not in TIE_POLICIES:
@@ -65,7 +75,8 @@ class RunSettings:
             raise SettingsError(f"structure must be text such as \"2:4\" (quote it in YAML), got {self.structure!r}")
         from .prune.structure import parse_structure  # late: prune imports torch
 
-        parse_structure(self.structure).check_sparsity(self.sparsity)
+        if not self.drops_experts:
+            parse_structure(self.structure).check_sparsity(self.sparsity)
         from .placement import check_placement
 
         check_placement(device=self.device, device_map=self.device_map, max_memory=self.max_memory,
@@ -84,6 +95,39 @@ class RunSettings:
             raise SettingsError(f"calibration file {self.calibration_dataset} does not exist")
         if self.calibration_revision is not None and self.calibration_file_sha256() is not None:
             raise SettingsError("--calibration-revision pins a Hub dataset; a local calibration file has none")
+
+    def _check_moe_options(self) -> None:
+        """expert-drop takes --experts-keep or --experts-keep-n instead of --sparsity; the others the reverse."""
+        if self.moe_calibration not in MOE_CALIBRATION:
+            raise SettingsError(f"--moe-calibration must be one of {', '.join(MOE_CALIBRATION)}, "
+                                f"got {self.moe_calibration!r}")
+        if self.expert_saliency not in EXPERT_SALIENCIES:
+            raise SettingsError(f"--expert-saliency must be one of {', '.join(EXPERT_SALIENCIES)}, "
+                                f"got {self.expert_saliency!r}")
+        keep = (self.experts_keep, self.experts_keep_n)
+        if not self.drops_experts:
+            if keep != (None, None):
+                raise SettingsError("--experts-keep and --experts-keep-n apply to --method expert-drop only")
+            return
+        if self.sparsity is not None:
+            raise SettingsError("expert-drop removes whole experts: give --experts-keep F (the fraction of each "
+                                "layer's experts kept) or --experts-keep-n K, not --sparsity")
+        if (self.experts_keep is None) == (self.experts_keep_n is None):
+            raise SettingsError("expert-drop needs exactly one of --experts-keep F (a fraction of each layer's "
+                                "experts, e.g. 0.5) or --experts-keep-n K (experts kept per layer)")
+        if self.experts_keep is not None and not 0.0 < self.experts_keep < 1.0:
+            raise SettingsError(f"--experts-keep must be strictly between 0 and 1, got {self.experts_keep:g}")
+        if self.experts_keep_n is not None and self.experts_keep_n < 1:
+            raise SettingsError(f"--experts-keep-n must be at least 1, got {self.experts_keep_n}")
+        if self.structure != "unstructured":
+            raise SettingsError("expert-drop removes whole experts: --structure does not apply")
+
+    @property
+    def drops_experts(self) -> bool:
+        """Whether the method removes whole experts (the registry says) rather than zeroing weights."""
+        from .prune import METHODS  # late: prune imports torch
+
+        return self.method in METHODS and METHODS[self.method].drops_experts
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -106,6 +150,10 @@ class RunSettings:
                                 self.calibration_samples, self.calibration_seq_len,
                                 *([self.calibration_revision] if self.calibration_revision else [])]
                 if self.uses_calibration else None,
+                # MoE settings only where they are not the defaults: dense runs keep their keys
+                **({"moe_calibration": self.moe_calibration} if self.moe_calibration != "routed" else {}),
+                **({"experts": [self.experts_keep, self.experts_keep_n, self.expert_saliency]}
+                   if self.drops_experts else {}),
             }
         )
 
@@ -135,8 +183,16 @@ class RunSettings:
         return f"{namespace}/{self.base_name().lower()}-{self.variant_name(suffix)}"
 
     def variant_name(self, suffix: str | None = None) -> str:
-        """What a repo name adds to the base name: `<method>-s<NN>[-<NofM>][-<suffix>]`."""
+        """What a repo name adds to the base name: `<method>-s<NN>[-<NofM>][-<suffix>]`; expert-drop:
+        `expert-drop-k<NN>` (percent of experts kept) or `-n<K>`, `-freq` for frequency saliency."""
+        if self.drops_experts:
+            kept = f"k{round(self.experts_keep * 100):02d}" if self.experts_keep is not None else \
+                f"n{self.experts_keep_n}"
+            name = f"{self.method}-{kept}{'-freq' if self.expert_saliency == 'frequency' else ''}"
+            return f"{name}-{suffix}" if suffix else name
         name = f"{self.method}-s{round(self.sparsity * 100):02d}"
+        if self.moe_calibration != "routed":  # routed and all-token calibration must not share a repo
+            name = f"{name}-moe{self.moe_calibration}"
         if self.structure != "unstructured":  # 2:4 and unstructured runs must not share a repo
             name = f"{name}-{self.structure.replace(':', 'of')}"
         return f"{name}-{suffix}" if suffix else name

@@ -80,14 +80,34 @@ def save_tiny_exaone3(folder: Path) -> Path:
                  folder)
 
 
-def save_tiny_moe(arch: str, folder: Path) -> Path:
-    """A mixture-of-experts model (`mixtral`, `qwen3_moe`): transformers 5 keeps its experts as 3-D tensors,
-    not nn.Linear, so the tool refuses it rather than prune the attention alone."""
+# Mixture-of-experts families, 4 experts of which 2 per token: transformers 5 keeps the experts as 3-D tensors
+# (gate_up_proj, down_proj) and saves them per expert. Qwen2-MoE adds a shared expert and its scalar gate.
+MOE_EXPERTS = {
+    "mixtral": dict(num_local_experts=4),
+    "qwen2_moe": dict(num_experts=4, moe_intermediate_size=16, shared_expert_intermediate_size=24),
+    "qwen3_moe": dict(num_experts=4, moe_intermediate_size=16, head_dim=8),
+    "olmoe": dict(num_experts=4, intermediate_size=16, eos_token_id=127, pad_token_id=126),
+}
+
+
+def moe_config(arch: str, **overrides):
+    """The config of a tiny MoE (`MOE_EXPERTS`); `initializer_range=0.2` makes routing depend on the token."""
     from transformers import AutoConfig
 
-    experts = {"mixtral": dict(num_local_experts=4), "qwen3_moe": dict(num_experts=4, moe_intermediate_size=16,
-                                                                     head_dim=8)}[arch]
-    return _save(AutoConfig.for_model(arch, **_COMMON, **experts, num_experts_per_tok=2), folder)
+    return AutoConfig.for_model(arch, **{**_COMMON, **MOE_EXPERTS[arch], "num_experts_per_tok": 2, **overrides})
+
+
+def save_tiny_moe(arch: str, folder: Path, *, seed: int = 0, **overrides) -> Path:
+    """A tiny random mixture-of-experts model of family `arch` saved as the Hub ships them (per-expert tensors)."""
+    return _save(moe_config(arch, **overrides), folder, seed)
+
+
+def save_tiny_gpt_oss(folder: Path) -> Path:
+    """GPT-OSS: experts stored transposed, gate and up interleaved, with biases — a layout the tool refuses."""
+    from transformers import AutoConfig
+
+    return _save(AutoConfig.for_model("gpt_oss", **_COMMON, num_local_experts=4, num_experts_per_tok=2, head_dim=8),
+                 folder)
 
 
 def save_tiny_gemma3_vlm(folder: Path, seed: int = 0) -> Path:

@@ -44,7 +44,8 @@ def layer_sparsity_plot(results: Results, path: Path) -> None:
     for kind in kinds:
         xs = [i for i, layer in enumerate(layers) if layer.name.rsplit(".", 2)[-2] == kind]
         ax.bar(xs, [100 * layers[i].sparsity for i in xs], width=1.0, color=colours[kind], label=kind)
-    ax.axhline(100 * results.pruning.target_sparsity, color="black", linestyle="--", linewidth=1, label="target")
+    if not (results.pruning.moe or {}).get("expert_drop"):  # expert dropping's target is experts, not zeros
+        ax.axhline(100 * results.pruning.target_sparsity, color="black", linestyle="--", linewidth=1, label="target")
     ax.set_xlabel("prunable matrix (checkpoint order)")
     ax.set_ylabel("sparsity (%)")
     ax.set_ylim(0, 100)

@@ -41,6 +41,7 @@ from .figures import (
     srs_category_rows,
 )
 from .model_index import eval_results, hub_datasets
+from .moe import moe_card
 from .plots import write_plots
 from .preview import write_preview
 
@@ -165,6 +166,7 @@ def render_card(results: Results, card: CardSettings, template_dir: Path | None 
         "method_description": METHODS[results.pruning.method].description if results.pruning.method in METHODS
         else "",
         "layer_summary": _layer_summary(results),
+        "moe": moe_card(results),  # mixture-of-experts rows (card/moe.py); None for a dense model
         "metric_rows": metric_rows(results),
         "srs_rows": srs_category_rows(results),
         "not_measured": not_measured(results),

@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config_compat import top_level_rope_fields as mlx_config_overrides  # also written at save
+from ..config_compat import top_level_fields as mlx_config_overrides  # also written at save
 from ..environment import cpu_model
 from ..errors import SettingsError
 from .bbq import SYSTEM_PROMPT, USER_TEMPLATE

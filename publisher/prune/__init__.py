@@ -18,8 +18,14 @@ the run's, one tensor in memory (`streaming.py`); in a loaded model it runs thro
     >>> prune_model(model, PruneRequest("wanda", 0.5, structure="2:4", calibration=calib.input_ids))
 
 Methods: `random`, `magnitude` (no calibration), `wanda`, `sparsegpt` (calibration token ids needed);
-structures: `unstructured` or any N:M (`structure.py`). A method function zeroes weights in place and calls
-`done(layer)` after each layer; it may return a dict of details (timings) that `prune_model` logs.
+`expert-drop` (mixture-of-experts models: removes whole experts, `expert_drop.py`); structures:
+`unstructured` or any N:M (`structure.py`). A method function zeroes weights in place and calls `done(layer)`
+after each layer; it may return a dict of details (timings) that `prune_model` logs, and under "moe" what it
+did to experts (tokens routed to each, fallbacks, experts kept), which goes into the record.
+
+In a mixture-of-experts model the prunable matrices are the linears plus every routed expert's gate, up and
+down matrix (`scope.prunable_matrices`); per-matrix methods treat each as its own matrix, Wanda and SparseGPT
+give each expert the statistics of the tokens the router sends it (`moe_calibration.py`).
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ from tqdm.auto import tqdm
 from ..errors import SettingsError
 from ..results import LayerSparsity, PruneRecord
 from .calibration import CalibrationError
+from .experts import moe_facts
 from .offload import editable_weight, read_weight
-from .scope import SCOPE_DESCRIPTION, PrunableLinear, check_prunable_scope, prunable_linears
+from .scope import SCOPE_DESCRIPTION, PrunableMatrix, check_prunable_scope, prunable_matrices, scope_description
 from .sparsity import zeros_in
 from .structure import Structure, parse_structure
 
@@ -53,6 +60,10 @@ class PruneRequest:
     `activation_budget_bytes`: how much working memory one chunk of calibration samples may use in a block's
     forward (the block's inputs for all samples are held besides, in the model's dtype);
     `sparsegpt_block_size` / `sparsegpt_damp`: the reference's 128 and 1 % of the mean Hessian diagonal.
+    Mixture-of-experts models: `moe_calibration` "routed" (each expert's statistics from the tokens the router
+    sends it; experts under the floor fall back to all tokens) or "all" (every token to every expert);
+    `experts_keep` (fraction) or `experts_keep_n` (count) per layer and `expert_saliency` ("reap",
+    "frequency") for `expert-drop`.
     """
 
     method: str
@@ -64,6 +75,10 @@ class PruneRequest:
     activation_budget_bytes: int = DEFAULT_ACTIVATION_BUDGET
     sparsegpt_block_size: int = 128
     sparsegpt_damp: float = 0.01
+    moe_calibration: str = "routed"
+    experts_keep: float | None = None
+    experts_keep_n: int | None = None
+    expert_saliency: str = "reap"
 
     def __post_init__(self) -> None:
         if isinstance(self.structure, str):
@@ -76,8 +91,8 @@ class PruneRequest:
         return self.structure
 
 
-Done = Callable[[PrunableLinear], None]
-PruneFn = Callable[[torch.nn.Module, list[PrunableLinear], PruneRequest, Done], "dict | None"]
+Done = Callable[[PrunableMatrix], None]
+PruneFn = Callable[[torch.nn.Module, list[PrunableMatrix], PruneRequest, Done], "dict | None"]
 
 
 # Zeroes one weight matrix in place, given its state-dict name; must not depend on the order matrices come in.
@@ -93,14 +108,18 @@ class PruningMethod:
     prune: PruneFn  # zeroes weights in place; calls `done(layer)` after each layer
     # Per-matrix methods: request → a pruner applied to every prunable matrix, in any order (else None).
     matrix_pruner: Callable[[PruneRequest], MatrixPruner] | None = None
+    # Removes whole experts of a mixture-of-experts model (a smaller model, no zeros): --sparsity does not apply
+    drops_experts: bool = False
 
 
 METHODS: dict[str, PruningMethod] = {}
 
 
-def register(name: str, *, description: str, needs_calibration: bool) -> Callable[[PruneFn], PruneFn]:
+def register(name: str, *, description: str, needs_calibration: bool,
+             drops_experts: bool = False) -> Callable[[PruneFn], PruneFn]:
     def decorator(fn: PruneFn) -> PruneFn:
-        METHODS[name] = PruningMethod(name, " ".join(description.split()), needs_calibration, fn)
+        METHODS[name] = PruningMethod(name, " ".join(description.split()), needs_calibration, fn,
+                                      drops_experts=drops_experts)
         return fn
 
     return decorator
@@ -110,7 +129,7 @@ def register_per_matrix(name: str, *, description: str) -> Callable:
     """Register a method that prunes each matrix on its own (no calibration, no forward pass)."""
 
     def decorator(make_pruner: Callable[[PruneRequest], MatrixPruner]) -> Callable[[PruneRequest], MatrixPruner]:
-        def prune(model: torch.nn.Module, layers: list[PrunableLinear], request: PruneRequest, done: Done) -> None:
+        def prune(model: torch.nn.Module, layers: list[PrunableMatrix], request: PruneRequest, done: Done) -> None:
             pruner = make_pruner(request)
             for layer in layers:
                 with editable_weight(model, layer) as weight:
@@ -129,25 +148,36 @@ def get_method(name: str) -> PruningMethod:
     return METHODS[name]
 
 
-def count_layer(model: torch.nn.Module, layer: PrunableLinear) -> LayerSparsity:
+def count_layer(model: torch.nn.Module, layer: PrunableMatrix) -> LayerSparsity:
     weight = read_weight(model, layer)
     return LayerSparsity(layer.weight_name, list(weight.shape), weight.numel(), zeros_in(weight))
 
 
-def check_request(model: torch.nn.Module, request: PruneRequest, layers: list[PrunableLinear]) -> None:
+MOE_CALIBRATION = ("routed", "all")
+
+
+def check_request(model: torch.nn.Module, request: PruneRequest, layers: list[PrunableMatrix]) -> None:
     """Every user-facing error before any work: structure vs sparsity and shapes, tie policy, calibration."""
     method = get_method(request.method)
     structure = request.nm
     check_prunable_scope(model)
-    if not 0.0 < request.sparsity < 1.0:
-        raise SettingsError(f"sparsity must be strictly between 0 and 1, got {request.sparsity:g}")
-    structure.check_sparsity(request.sparsity)
+    if request.moe_calibration not in MOE_CALIBRATION:
+        raise SettingsError(f"--moe-calibration must be one of {', '.join(MOE_CALIBRATION)}, "
+                            f"got {request.moe_calibration!r}")
+    if method.drops_experts:
+        from .expert_drop import check_drop_request  # late: it imports this module
+
+        check_drop_request(model, request)
+    else:
+        if not 0.0 < request.sparsity < 1.0:
+            raise SettingsError(f"sparsity must be strictly between 0 and 1, got {request.sparsity:g}")
+        structure.check_sparsity(request.sparsity)
     if not structure.unstructured:
-        bad = next((x for x in layers if not structure.fits(x.module.in_features)), None)
+        bad = next((x for x in layers if not structure.fits(x.in_features)), None)
         if bad is not None:
             raise SettingsError(
                 f"structure {structure} needs the input size of every prunable matrix to be a multiple of "
-                f"{structure.m}; {bad.name} has {bad.module.in_features} inputs"
+                f"{structure.m}; {bad.name} has {bad.in_features} inputs"
             )
         if method.name == "magnitude" and request.tie_policy != "exact":
             raise SettingsError("--magnitude-ties threshold applies to unstructured magnitude pruning only; "
@@ -177,31 +207,41 @@ def check_request(model: torch.nn.Module, request: PruneRequest, layers: list[Pr
 def prune_model(model: torch.nn.Module, request: PruneRequest, *, progress: bool = True) -> PruneRecord:
     """Prune every prunable linear of `model` in place with the requested method; time it."""
     method = get_method(request.method)
-    layers = prunable_linears(model)
+    layers = prunable_matrices(model)
     check_request(model, request, layers)
+    scope, facts = scope_description(model), moe_facts(model)
     training = model.training
     model.eval()
     try:
         with tqdm(total=len(layers), desc=f"{method.name} pruning", unit="layer", disable=not progress) as bar:
             start = time.perf_counter()
-            details = method.prune(model, layers, request, lambda layer: bar.update(1))
+            details = dict(method.prune(model, layers, request, lambda layer: bar.update(1)) or {})
             elapsed = time.perf_counter() - start
     finally:
         model.train(training)
+    moe = {**facts, **details.pop("moe", {})} if facts else None
     if details:
         log.info("%s details: %s", method.name, details)
-    return prune_record(request, elapsed, [count_layer(model, x) for x in layers])
+    if method.drops_experts:  # the experts left: counted as they are now
+        layers = prunable_matrices(model)
+    return prune_record(request, elapsed, [count_layer(model, x) for x in layers], scope=scope, moe=moe)
 
 
-def prune_record(request: PruneRequest, elapsed_s: float, layers: list[LayerSparsity]) -> PruneRecord:
-    """What was done, for results.json: method, structure, target, tie policy, seed, scope, time, per layer."""
+def prune_record(request: PruneRequest, elapsed_s: float, layers: list[LayerSparsity], *,
+                 scope: str = SCOPE_DESCRIPTION, moe: dict | None = None) -> PruneRecord:
+    """What was done, for results.json: method, structure, target, tie policy, seed, scope, time, per layer;
+    for a mixture-of-experts model what was done to its experts (`moe`). Expert dropping's target is the share
+    of each layer's routed experts it removed."""
     ties = request.tie_policy if request.method == "magnitude" and request.nm.unstructured else "n/a"
+    target = request.sparsity
+    if moe and moe.get("expert_drop"):
+        target = moe["expert_drop"]["dropped_share"]
     return PruneRecord(
-        method=request.method, structure=str(request.nm), target_sparsity=request.sparsity,
-        tie_policy=ties, seed=request.seed, scope=SCOPE_DESCRIPTION, prune_time_s=round(elapsed_s, 4),
-        layers=layers,
+        method=request.method, structure=str(request.nm), target_sparsity=target,
+        tie_policy=ties, seed=request.seed, scope=scope, prune_time_s=round(elapsed_s, 4),
+        layers=layers, moe=moe,
     )
 
 
 # Importing the method modules registers them.
-from . import magnitude, random, sparsegpt, wanda  # noqa: E402,F401
+from . import expert_drop, magnitude, random, sparsegpt, wanda  # noqa: E402,F401

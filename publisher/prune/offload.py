@@ -13,6 +13,8 @@ edits weights, so every method reaches them through `editable_weight`:
 
 For weights in memory (no device map, or a layer placed on a GPU) it yields `module.weight.data` itself.
 `save_pretrained` reads offloaded weights through the same `weights_map`, so it saves the pruned values.
+An expert matrix (`experts.ExpertMatrix`) is a view into its 3-D parameter: in memory the view itself; offloaded,
+the whole parameter is loaded, the view edited and the parameter stored back.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import SettingsError
-from .scope import PrunableLinear
+from .scope import PrunableMatrix
 
 
 def _align_hook(module: nn.Module):
@@ -53,8 +55,8 @@ def execution_device(module: nn.Module) -> torch.device:
                         "them: the model was not fully loaded")
 
 
-def _offloaded(model: nn.Module, name: str) -> tuple[object, str] | None:
-    """(hook, key in its weights_map) for the weight of linear `name` if accelerate offloaded it, else None."""
+def _offloaded(model: nn.Module, name: str, param: str = "weight") -> tuple[object, str] | None:
+    """(hook, key in its weights_map) for parameter `param` of module `name` if accelerate offloaded it, else None."""
     parts = name.split(".")
     for cut in range(len(parts), -1, -1):
         owner = ".".join(parts[:cut])
@@ -62,31 +64,36 @@ def _offloaded(model: nn.Module, name: str) -> tuple[object, str] | None:
         if hook is None or not hook.offload:
             continue
         if cut == len(parts):
-            return hook, "weight"
+            return hook, param
         if hook.place_submodules:  # the hook manages every parameter below its module
-            return hook, ".".join([*parts[cut:], "weight"])
+            return hook, ".".join([*parts[cut:], param])
     return None
 
 
 @contextlib.contextmanager
-def editable_weight(model: nn.Module, layer: PrunableLinear) -> Iterator[torch.Tensor]:
+def editable_weight(model: nn.Module, layer: PrunableMatrix) -> Iterator[torch.Tensor]:
     """The layer's weight as a real tensor to edit in place; offloaded weights are stored back on exit."""
-    found = _offloaded(model, layer.name)
+    found = _offloaded(model, layer.module_name, layer.param)
     if found is None:
-        yield layer.module.weight.data
+        yield layer.matrix(getattr(layer.module, layer.param).data)
         return
     hook, key = found
     # A copy of our own: the stored tensor may map the base model's files.
     weight = hook.weights_map[key].to(torch.device(hook.execution_device), copy=True)
-    yield weight
+    yield layer.matrix(weight)
     _store(hook.weights_map, key, weight)
 
 
-def read_weight(model: nn.Module, layer: PrunableLinear) -> torch.Tensor:
+def read_weight(model: nn.Module, layer: PrunableMatrix) -> torch.Tensor:
     """The layer's current weight values (loaded from the offload store when needed), for counting."""
-    found = _offloaded(model, layer.name)
+    return layer.matrix(read_param(model, layer.module_name, layer.param))
+
+
+def read_param(model: nn.Module, module_name: str, param: str) -> torch.Tensor:
+    """A parameter's current values, from the offload store when accelerate offloaded it."""
+    found = _offloaded(model, module_name, param)
     if found is None:
-        return layer.module.weight.data
+        return getattr(model.get_submodule(module_name), param).data
     hook, key = found
     return hook.weights_map[key]
 

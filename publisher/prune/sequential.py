@@ -7,7 +7,9 @@
     ...     prune(block_linears, capture.stats)
     ...     runner.run(index, keep_outputs=True)     # pruned block: its outputs become the next block's inputs
 
-`prune_sequentially` is that loop for any method that needs (stats per layer → pruned weights).
+`prune_sequentially` is that loop for any method that needs (stats per layer → pruned weights). In a
+mixture-of-experts block the experts' matrices get their statistics from `moe_calibration.RoutedCapture`
+(the tokens the router sends each expert), the linears (attention, shared experts) from `InputCapture`.
 
 How block inputs are found: every decoder block's `forward` is swapped for a stub that records its
 arguments (the hidden states entering block 0; for every block, the other args/kwargs the model passes:
@@ -35,8 +37,10 @@ import torch
 from torch import nn
 
 from ..errors import ArchitectureError
+from .experts import ExpertMatrix, experts_layout, routers
+from .moe_calibration import RoutedCapture, moe_report
 from .offload import editable_weight, execution_device
-from .scope import PrunableLinear, find_decoder_blocks
+from .scope import PrunableLinear, PrunableMatrix, find_decoder_blocks
 
 
 class _Stop(Exception):
@@ -58,6 +62,7 @@ class Timings:
     samples_per_chunk: int = 0
     chunks: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    moe: dict[str, Any] | None = None  # routed calibration of a mixture-of-experts model (`moe_report`)
 
     def as_dict(self) -> dict[str, float]:
         return {"capture_s": round(self.capture_s, 3), "forward_s": round(self.forward_s, 3),
@@ -68,15 +73,29 @@ class Timings:
 def samples_per_chunk(blocks: nn.ModuleList, seq_len: int, heads: int, budget_bytes: int) -> int:
     """Calibration samples per block forward so that the chunk's working activations fit `budget_bytes`.
 
-    Estimate per token: 4 bytes × (inputs + outputs of every linear of the block), in fp32 because the stats
-    hooks work in fp32, plus an fp32 attention row and its softmax (2 × 4 × heads × seq_len bytes).
+    Estimate per token: 4 bytes × (inputs + outputs of every linear of the block, and of the top-k experts a
+    token is routed to), in fp32 because the stats hooks work in fp32, plus an fp32 attention row and its
+    softmax (2 × 4 × heads × seq_len bytes).
     """
     per_token = max(
-        4 * sum(m.in_features + m.out_features for m in block.modules() if isinstance(m, nn.Linear))
+        4 * (sum(m.in_features + m.out_features for m in block.modules() if isinstance(m, nn.Linear))
+             + _routed_width(block))
         for block in blocks
     )
     per_sample = seq_len * (per_token + 8 * heads * seq_len)
     return max(1, int(budget_bytes // per_sample))
+
+
+def _routed_width(block: nn.Module) -> int:
+    """Inputs + outputs of the experts' matrices one token passes through (top-k of them); 0 in a dense block."""
+    top_k = {id(experts): getattr(router, "top_k", None) for router, experts in routers(block)}
+    width = 0
+    for module in block.modules():
+        layout = experts_layout(module)
+        if layout is not None:
+            per_expert = sum(getattr(module, name).shape[1] + getattr(module, name).shape[2] for name, _ in layout)
+            width += per_expert * (top_k.get(id(module)) or module.down_proj.shape[0])
+    return width
 
 
 def _move(value: Any, device: torch.device, memo: dict) -> Any:
@@ -235,40 +254,55 @@ class InputCapture:
 
 def prune_sequentially(
     model: nn.Module,
-    layers: list[PrunableLinear],
+    layers: list[PrunableMatrix],
     input_ids: torch.Tensor,
     *,
     stats_type: Callable[[int, torch.device], Stats],
-    prune_layer: Callable[[PrunableLinear, Stats, torch.Tensor], None],
-    done: Callable[[PrunableLinear], None],
+    prune_layer: Callable[[PrunableMatrix, Stats, torch.Tensor], None],
+    done: Callable[[PrunableMatrix], None],
     activation_budget_bytes: int = 1 << 30,
+    moe_calibration: str = "routed",
 ) -> Timings:
     """For each block: dense forward collecting stats of its linears, prune them, pruned forward → next block.
 
     Within a block every linear is scored on the block's dense activations (as both references do); the
     block's pruned outputs feed the next block. `stats_type(in_features, device)` makes a layer's stats
-    on the device its block runs on. Returns where the time went.
+    on the device its block runs on. Experts' matrices get routed statistics (`moe_calibration`: "routed" or
+    "all"; experts under the floor get a second forward with every token). Returns where the time went, and
+    for an MoE model the routing report in `timings.moe`.
     """
 
-    def make_stats(layer: PrunableLinear) -> Stats:
-        return stats_type(layer.module.in_features, execution_device(layer.module))
+    def make_stats(layer: PrunableMatrix) -> Stats:
+        return stats_type(layer.in_features, execution_device(layer.module))
 
     runner = BlockRunner(model, input_ids, activation_budget_bytes=activation_budget_bytes)
-    by_block: dict[int, list[PrunableLinear]] = {}
+    by_block: dict[int, list[PrunableMatrix]] = {}
     for layer in layers:
         by_block.setdefault(layer.block, []).append(layer)
+    routing: list[dict[str, Any]] = []
     for index in range(runner.num_blocks):
         block_layers = by_block.get(index, [])
         if block_layers:
-            with InputCapture(block_layers, make_stats, scope=runner.blocks[index]) as capture:
+            experts = [x for x in block_layers if isinstance(x, ExpertMatrix)]
+            linears = [x for x in block_layers if not isinstance(x, ExpertMatrix)]
+            with InputCapture(linears, make_stats, scope=runner.blocks[index]) as capture, \
+                    RoutedCapture(model, experts, make_stats, mode=moe_calibration) as routed:
                 runner.run(index)
+            fallback = routed.under_floor()
+            if fallback:  # their routed stats are dropped; a second dense forward gives them every token
+                with routed.all_tokens_for(fallback):
+                    runner.run(index)
+            routing += routed.report()
             start = time.perf_counter()
             for layer in block_layers:
+                stats = routed.stats_for(layer) if isinstance(layer, ExpertMatrix) else capture.stats_for(layer)
                 with editable_weight(model, layer) as weight:  # offloaded weights: loaded, stored back
-                    prune_layer(layer, capture.stats_for(layer), weight)
+                    prune_layer(layer, stats, weight)
                 done(layer)
             runner.timings.prune_s += time.perf_counter() - start
-            del capture
+            del capture, routed
         if index + 1 < runner.num_blocks:
             runner.run(index, keep_outputs=True)
+    if routing:
+        runner.timings.moe = moe_report(moe_calibration, routing)
     return runner.timings

@@ -28,7 +28,7 @@ import torch
 
 from . import register
 from .masks import _one_cpu_thread, lowest_k_mask
-from .scope import PrunableLinear
+from .scope import PrunableMatrix
 from .sequential import prune_sequentially
 
 SINGLE_THREAD_FACTOR = 4096  # Hessians up to this size are factorised on one CPU thread (see inverse_cholesky)
@@ -136,12 +136,13 @@ def sparsegpt_prune_(weight: torch.Tensor, hessian: torch.Tensor | None = None, 
 def prune_sparsegpt(model, layers, request, done) -> dict:
     structure = request.nm
 
-    def prune_layer(layer: PrunableLinear, stats: Hessian, weight: torch.Tensor) -> None:
+    def prune_layer(layer: PrunableMatrix, stats: Hessian, weight: torch.Tensor) -> None:
         sparsegpt_prune_(weight, sparsity=request.sparsity, n=structure.n, m=structure.m,
                          block_size=request.sparsegpt_block_size,
                          factor=stats.inverse_factor(request.sparsegpt_damp))
 
     timings = prune_sequentially(model, layers, request.calibration, stats_type=Hessian,
                                  prune_layer=prune_layer, done=done,
-                                 activation_budget_bytes=request.activation_budget_bytes)
-    return timings.as_dict()
+                                 activation_budget_bytes=request.activation_budget_bytes,
+                                 moe_calibration=request.moe_calibration)
+    return {**timings.as_dict(), **({"moe": timings.moe} if timings.moe else {})}

@@ -17,6 +17,7 @@ import torch
 from ..errors import OutputDirError
 from ..results import LayerSparsity, SparsityRecord
 from ..safetensors_io import SafetensorsFile, read_index
+from .moe_sparsity import moe_summary
 
 CHUNK_ELEMENTS = 1 << 24  # ~64 MB of fp32 per slice: memory stays flat whatever the matrix size
 
@@ -74,4 +75,5 @@ def measure_checkpoint(folder: Path, weight_names: list[str]) -> SparsityRecord:
         prunable_params=sum(x.params for x in layers),
         zero_params=sum(x.zeros for x in layers),
         layers=layers,
+        moe=moe_summary(layers),  # by kind, per expert and per layer; None for a dense model
     )

@@ -11,6 +11,11 @@ and pruned while this one is written: peak memory is about two of the largest te
 The saved weights equal those of load → `prune_model` → `save_pretrained` (tests compare them tensor by
 tensor); anything this path cannot reproduce exactly raises `NotStreamable` and the pipeline loads the
 model instead: tensors transformers renames or converts at load, mixed dtypes, modules kept in fp32.
+
+Mixture-of-experts checkpoints stream too: their files hold one tensor per expert and projection (which
+transformers fuses into 3-D parameters at load and splits again at save), so each expert's gate, up and down
+matrix is read, pruned and written on its own (`moe_layout.saved_layout` says which saved tensor is which
+expert matrix) — a 30B MoE prunes with one tensor in memory.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ from ..config_compat import write_compatible_config
 from ..results import LayerSparsity, PruneRecord
 from ..safetensors_io import SafetensorsError, SafetensorsFile, TensorEntry, plan_shards, write_shards
 from . import PruneRequest, check_request, get_method, prune_record
-from .scope import prunable_linears
+from .experts import has_experts, moe_facts
+from .moe_layout import LayoutError, saved_layout
+from .scope import prunable_matrices, scope_description
 from .sparsity import weight_locations, zeros_in
 
 if TYPE_CHECKING:
@@ -88,11 +95,15 @@ def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, 
         if getattr(skeleton, "_keep_in_fp32_modules", None) or getattr(skeleton, "_keep_in_fp32_modules_strict",
                                                                        None):
             raise NotStreamable(f"{type(skeleton).__name__} keeps some modules in float32")
-        layers = prunable_linears(skeleton)
+        layers = prunable_matrices(skeleton)
         check_request(skeleton, request, layers)
-        entries = _entries_like_save_pretrained(skeleton, stored)
+        if has_experts(skeleton):
+            entries, model_name = _moe_entries_like_save_pretrained(skeleton, stored)
+        else:
+            entries, model_name = _entries_like_save_pretrained(skeleton, stored), {}
+        saved_name = {model: saved for saved, model in model_name.items()}
         shards = plan_shards(sorted(entries, key=lambda e: _save_order(e.name)), shard_size)
-        prunable = {layer.weight_name for layer in layers}
+        prunable = {saved_name.get(layer.weight_name, layer.weight_name) for layer in layers}
         pruner = method.matrix_pruner(request)
         counts: dict[str, LayerSparsity] = {}
         elapsed = 0.0
@@ -104,7 +115,8 @@ def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, 
                 tensor = stored[entry.name].read(entry.name).to(entry.dtype)
                 if entry.name in prunable:
                     start = time.perf_counter()
-                    zeros = pruner(entry.name, tensor)
+                    # the name the loaded path prunes it under (random masks are seeded from it)
+                    zeros = pruner(model_name.get(entry.name, entry.name), tensor)
                     elapsed += time.perf_counter() - start
                     # The sparsity stage recounts from the written files either way.
                     counts[entry.name] = LayerSparsity(entry.name, list(entry.shape), tensor.numel(),
@@ -120,7 +132,8 @@ def stream_prune(source: Path, out: Path, request: PruneRequest, *, dtype: str, 
     write_compatible_config(out)
     GenerationConfig.from_pretrained(source).save_pretrained(out)
     tokenizer.save_pretrained(out)
-    record = prune_record(request, elapsed, [counts[layer.weight_name] for layer in layers])
+    record = prune_record(request, elapsed, [counts[saved_name.get(x.weight_name, x.weight_name)] for x in layers],
+                          scope=scope_description(skeleton), moe=moe_facts(skeleton))
     return StreamedPrune(record=record, files=list_files(out),
                          architecture=type(skeleton).__name__, model_type=config.model_type,
                          num_parameters=skeleton.num_parameters(), dtype=str(target).removeprefix("torch."))
@@ -150,6 +163,31 @@ def _entries_like_save_pretrained(skeleton: torch.nn.Module, stored: dict[str, S
     if any(e.shape != tuple(saved[e.name].shape) for e in entries):
         raise NotStreamable("a stored tensor's shape differs from the model's (transformers would reshape it)")
     return entries
+
+
+def _moe_entries_like_save_pretrained(skeleton: torch.nn.Module, stored: dict[str, SafetensorsFile]
+                                      ) -> tuple[list[TensorEntry], dict[str, str]]:
+    """A mixture-of-experts model's saved tensors (per expert, as `save_pretrained` splits them) and, for each
+    saved name, the name the tool prunes it under (an expert matrix's record name; else the state-dict key).
+
+    Raises NotStreamable unless the files hold exactly those tensors with those shapes (a checkpoint stored
+    fused, or one transformers would convert otherwise, loads instead)."""
+    saved = skeleton.state_dict()
+    tied = _tied_duplicates(skeleton)
+    try:
+        layout = saved_layout(skeleton, [name for name in saved if name not in tied])
+    except LayoutError as why:
+        raise NotStreamable(str(why)) from None
+    extra = next((n for n in stored if n not in layout), None)
+    if extra is not None:
+        raise NotStreamable(f"checkpoint tensor {extra} is not one transformers would save for this model")
+    absent = next((n for n in layout if n not in stored), None)
+    if absent is not None:
+        raise NotStreamable(f"the checkpoint lacks {absent}, which transformers would initialise and save")
+    entries = [TensorEntry(n, saved[piece.source].dtype, stored[n].tensors[n].shape) for n, piece in layout.items()]
+    if any(e.shape != layout[e.name].shape for e in entries):
+        raise NotStreamable("a stored tensor's shape differs from the model's (transformers would reshape it)")
+    return entries, {n: piece.model_name for n, piece in layout.items()}
 
 
 def _tied_duplicates(model: torch.nn.Module) -> set[str]:

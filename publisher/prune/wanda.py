@@ -23,7 +23,7 @@ import torch
 from . import register
 from .masks import zero_masked_
 from .nm import nm_mask, rows_per_chunk
-from .scope import PrunableLinear
+from .scope import PrunableMatrix
 from .sequential import prune_sequentially
 
 
@@ -53,7 +53,7 @@ class SquaredNorms:
 def prune_wanda(model, layers, request, done) -> dict:
     structure = request.nm
 
-    def prune_layer(layer: PrunableLinear, stats: SquaredNorms, weight: torch.Tensor) -> None:
+    def prune_layer(layer: PrunableMatrix, stats: SquaredNorms, weight: torch.Tensor) -> None:
         norms = stats.norms()
         if structure.unstructured:
             wanda_unstructured_(weight, norms, request.sparsity)
@@ -62,8 +62,9 @@ def prune_wanda(model, layers, request, done) -> dict:
 
     timings = prune_sequentially(model, layers, request.calibration, stats_type=SquaredNorms,
                                  prune_layer=prune_layer, done=done,
-                                 activation_budget_bytes=request.activation_budget_bytes)
-    return timings.as_dict()
+                                 activation_budget_bytes=request.activation_budget_bytes,
+                                 moe_calibration=request.moe_calibration)
+    return {**timings.as_dict(), **({"moe": timings.moe} if timings.moe else {})}
 
 
 def wanda_scores(weight: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
