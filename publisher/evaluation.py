@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 EVAL_KINDS = ("ppl", "srs", "latency")
 EVAL_DIR = "eval"  # in the run folder, published: raw per-reply records
 # Bumped when a measurement's definition changes, so a dense baseline cached under the old one is not reused.
-MEASUREMENT_VERSION = 2
+MEASUREMENT_VERSION = 3  # 3: token NLL over [N, V] rows (perplexity._nll), 1e-4 of perplexity apart from 2's
 
 
 @dataclass(frozen=True)

@@ -237,13 +237,21 @@ def _split_head(model: torch.nn.Module) -> tuple[Callable | None, torch.nn.Modul
     return backbone, head, getattr(text_config, "final_logit_softcapping", None)
 
 
+def _nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-prediction cross-entropy of [B, L, V] logits, as [B*L, V] rows (the papers' `reshape(-1, V)`): with the
+    vocabulary last and contiguous. The [B, V, L] layout sums a large vocabulary less exactly (SmolLM2's 49,152 words:
+    a 2.6e-5 mean-NLL bias against float64, 1.3e-4 of perplexity; this layout: 3e-7)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           reduction="none").view(targets.shape)
+
+
 def token_nll(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """Per-prediction NLL [B, L-1] (float32) of next-token prediction over fully-real token rows."""
     targets = ids[:, 1:]
     backbone, head, softcap = _split_head(model)
     if backbone is None:
         logits = model(input_ids=ids, use_cache=False).logits[:, :-1]
-        return F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
+        return _nll(logits.float(), targets)
     hidden = backbone(input_ids=ids, use_cache=False).last_hidden_state[:, :-1]
     batch, length = targets.shape
     vocab = head.weight.shape[0]
@@ -253,8 +261,7 @@ def token_nll(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
         logits = head(hidden[:, start:start + step]).float()
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
-        out[:, start:start + step] = F.cross_entropy(logits.transpose(1, 2), targets[:, start:start + step],
-                                                     reduction="none")
+        out[:, start:start + step] = _nll(logits, targets[:, start:start + step])
     return out
 
 
