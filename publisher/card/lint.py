@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..errors import CardError
 from ..front_matter import split_card
 from ..results import Results
-from .figures import metric_rows
+from .figures import literature_rows, metric_rows
 from .render import RESEARCH_ONLY_TAG
 
 REQUIRED_KEYS = ("license", "library_name", "pipeline_tag", "tags")
@@ -33,7 +33,7 @@ def lint_card(text: str, results: Results | None = None) -> None:
         problems.append("unrendered template syntax")
     if results is not None:
         shown = _results_table(body)
-        for row in metric_rows(results):
+        for row in [*metric_rows(results), *literature_rows(results)]:  # both tables lie under '## Results'
             expected = [row.value, row.dense, row.change]
             if shown.get(row.metric) != expected:
                 found = " | ".join(shown[row.metric]) if row.metric in shown else "nothing"

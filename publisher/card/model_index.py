@@ -25,11 +25,13 @@ def _hub_dataset(source: str) -> tuple[str, str | None] | None:
     return name, revision or None
 
 
-_LIMITS = {"ppl": "ppl_rows", "srs": "bbq_limit_per_category"}  # EvalSettings.limits' name for each measurement
+# EvalSettings.limits' name for each measurement
+_LIMITS = {"ppl": "ppl_rows", "srs": "bbq_limit_per_category", "ppl_presets": "ppl_preset_windows",
+           "lm_eval": "lm_eval_limit"}
 
 
 def _limited(results: Results, kind: str) -> bool:
-    """Whether `kind` ("ppl" or "srs") was measured with a quick-run limit: such figures are not the protocol's."""
+    """Whether `kind` (a key of _LIMITS) was measured with a quick-run limit: such figures are not the protocol's."""
     return _LIMITS[kind] in ((results.metrics or {}).get("limits") or {})
 
 
@@ -60,6 +62,47 @@ def eval_results(results: Results) -> list[EvalResult]:
                     dataset_split=group["category"].lower(), dataset_revision=hub[1], metric_type="srs",
                     metric_name=f"stereotype reliance score, {group['category']} ({group['condition']})",
                     metric_value=round(group["srs"]["rate"], 4)))
+    return found + _preset_results(results) + _harness_results(results)
+
+
+def _preset_results(results: Results) -> list[EvalResult]:
+    """WikiText-2/C4 perplexity with the papers' protocol: every window of the Hub file at a pinned commit."""
+    found = []
+    for section in ((results.metrics or {}).get("perplexity_presets") or {}).values():
+        pruned = section.get("pruned")
+        if not pruned or _limited(results, "ppl_presets") or pruned["data"].get("window_limit") is not None:
+            continue
+        data = pruned["data"]
+        hub = _hub_dataset(data["source"])
+        if hub:
+            title = section["preset"]["title"]
+            found.append(EvalResult(
+                task_type="text-generation", dataset_type=hub[0], dataset_name=title, dataset_config=data.get("config"),
+                dataset_split=data["split"], dataset_revision=hub[1], metric_type="perplexity",
+                metric_name=f"{title} perplexity ({data['windows']} windows x {data['seq_len']} tokens, "
+                            "SparseGPT/Wanda protocol)", metric_value=round(pruned["ppl"], 4)))
+    return found
+
+
+def _harness_results(results: Results) -> list[EvalResult]:
+    """lm-eval tasks on Hub datasets, every document evaluated (a `--lm-eval-limit` run stays in the table)."""
+    harness, found = (results.metrics or {}).get("lm_eval") or {}, []
+    version = (harness.get("harness") or {}).get("version")
+    for task, record in (harness.get("tasks") or {}).items():
+        dataset = record["dataset"]
+        if record.get("limit") is not None or not dataset.get("hub") or _limited(results, "lm_eval"):
+            continue
+        for metric, score in record["metrics"].items():
+            value = (score.get("pruned") or {}).get("value")
+            if value is None:
+                continue
+            found.append(EvalResult(
+                task_type="text-generation", task_name=task, dataset_type=dataset["path"], dataset_name=task,
+                dataset_config=dataset.get("name"), dataset_split=dataset.get("split"),
+                dataset_revision=dataset.get("revision"), dataset_args={"num_few_shot": record["n_shot"]},
+                metric_type=metric, metric_name=f"{task} {metric} ({record['n_shot']}-shot, lm-eval {version})",
+                metric_value=round(value, 4), source_name="lm-evaluation-harness",
+                source_url="https://github.com/EleutherAI/lm-evaluation-harness"))
     return found
 
 

@@ -32,6 +32,8 @@ from .figures import (
     exclusion_lines,
     follows_protocol,
     latency_caveat,
+    literature_protocols,
+    literature_rows,
     measurement_settings,
     metric_rows,
     not_measured,
@@ -168,6 +170,8 @@ def render_card(results: Results, card: CardSettings, template_dir: Path | None 
         "layer_summary": _layer_summary(results),
         "moe": moe_card(results),  # mixture-of-experts rows (card/moe.py); None for a dense model
         "metric_rows": metric_rows(results),
+        "literature_rows": literature_rows(results),
+        "literature_protocols": literature_protocols(results),
         "srs_rows": srs_category_rows(results),
         "not_measured": not_measured(results),
         "latency_caveat": latency_caveat(results),
