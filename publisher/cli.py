@@ -14,6 +14,7 @@ in `--help` (`errors.EXIT_CODES`).
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shlex
 import sys
@@ -270,6 +271,10 @@ def run_main(opts: dict) -> None:
         calibration_samples=opts["calibration_samples"], calibration_seq_len=opts["calibration_seq_len"],
         calibration_revision=opts["calibration_revision"], **moe_settings(opts),
     )
+    if not (opts["quiet"] or opts["as_json"]):
+        from .placement import device_notice
+
+        click.echo(device_notice(opts["device"], settings), err=True)
     options = RunOptions(
         evaluation=eval_settings(opts), cache_dir=opts["cache_dir"] or DEFAULT_CACHE_DIR,
         output_dir=opts["output_dir"], command=recorded_command(),
@@ -303,6 +308,8 @@ def summary_data(outcome) -> dict:
         "zero_params": results.sparsity.zero_params,
         "prunable_params": results.sparsity.prunable_params,
         "prune_time_s": results.pruning.prune_time_s,
+        "device": results.settings.get("device"),
+        "device_map": results.settings.get("device_map"),
         "skipped_stages": outcome.run.skipped,
     }
 
@@ -326,6 +333,8 @@ def summary_text(outcome) -> str:
         f"{results.sparsity.prunable_params:,} prunable weights zeroed; counted on the saved files)",
         *expert_drop_lines(results),
         f"  prune time       {results.pruning.prune_time_s:.2f} s",
+        f"  device           {results.settings.get('device_map') or results.settings.get('device')} "
+        f"({results.environment.get('machine', '?')})",
         f"  checkpoint       {run.output_dir} ({weight_bytes / 1e6:.1f} MB of safetensors)",
         f"  card             {run.card_path}",
     ]
@@ -428,28 +437,62 @@ def card_render(ctx: click.Context, results_file: Path | None, manifest: Path | 
 @click.option("--structure", default="unstructured", help="unstructured or N:M, e.g. 2:4.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="auto", help="Weights dtype for the memory estimate.")
 @click.option("--revision", help="Branch, tag or commit of a Hub model.")
+@click.option("--method", type=click.Choice(method_names()), default="magnitude", help="Method, for the time estimate.")
+@click.option("--device", default="auto", envvar="PUBLISH_PRUNED_DEVICE",
+              help="Device the run would use, for the time estimate (auto: a CUDA GPU if present, else the CPU).")
 @hub_endpoint_option
 @click.pass_context
 def plan(ctx: click.Context, model: str, sparsity: float, structure: str, dtype: str, revision: str | None,
-         hub_endpoint: str | None) -> None:
+         method: str, device: str, hub_endpoint: str | None) -> None:
     """What pruning would do, from the config alone: no weights are downloaded (meta device).
 
     \b
     publish-pruned plan --model google/gemma-2-9b-it
     publish-pruned plan --model ./my-model --structure 2:4 --json
     """
+    from .estimates import estimate_stages, estimates_table
     from .plan import plan_model, plan_table
 
     try:
-        RunSettings(model=model, sparsity=sparsity, structure=structure)  # the main command's checks
+        settings = RunSettings(model=model, sparsity=sparsity, structure=structure, device=device)  # main's checks
         result = plan_model(model, sparsity, structure=structure, dtype=dtype, revision=revision,
                             endpoint=hub_endpoint)
+        stages, basis = estimate_stages(total_params=result.total_params, prunable_params=result.prunable_params,
+                                        device=settings.device, gpu_name=_gpu_name(settings.device),
+                                        cpu_cores=os.cpu_count() or 1, method=method)
     except (PublishPrunedError, KeyboardInterrupt, Exception) as exc:
         fail(exc, bool(ctx.obj["verbose"]))
     if output_flags(ctx).json:
-        print_json(dataclasses.asdict(result))
+        print_json({**dataclasses.asdict(result), "device": settings.device,
+                    "estimates": {"basis": basis, "stages": [dataclasses.asdict(s) for s in stages]}})
     else:
         click.echo(plan_table(result))
+        click.echo(f"  device             {settings.device}" + (" (auto)" if device == "auto" else ""))
+        click.echo(estimates_table(stages, basis))
+
+
+def _too_big_here(artifact, repo_id: str, endpoint: str | None, token: str | None):
+    """`release.Planned` (the artifact's config-only plan) when its model does not fit this machine, else None."""
+    from .estimates import estimate_stages, estimates_table
+    from .plan import plan_model, plan_table
+    from .release import Planned, fits_here
+
+    settings = artifact.settings()
+    found = plan_model(settings.model, settings.sparsity, structure=settings.structure, dtype=settings.dtype,
+                       revision=settings.revision, endpoint=endpoint, token=token)
+    fits, why = fits_here(found.weights_bytes, settings.device)
+    if fits:
+        return None
+    stages, basis = estimate_stages(total_params=found.total_params, prunable_params=found.prunable_params,
+                                    device=settings.device, gpu_name=_gpu_name(settings.device),
+                                    cpu_cores=os.cpu_count() or 1, method=settings.method)
+    return Planned(repo_id, f"not built here: {why}\n{plan_table(found)}\n{estimates_table(stages, basis)}")
+
+
+def _gpu_name(device: str) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else ""
 
 
 @main.command()
@@ -559,16 +602,19 @@ def card_sync(ctx: click.Context, run_dirs: tuple[Path, ...], dry_run: bool, for
               help="Run folders go to <output-root>/<repo-name>.")
 @click.option("--dry-run", is_flag=True, help="Build every artifact and its card; push nothing.")
 @click.option("--rebuild", is_flag=True, help="Also run artifacts the Hub already holds identically.")
+@click.option("--preview", is_flag=True, help="A dry run where the models fit this machine, and only the "
+              "config-only plan (no weights downloaded) for those that do not: a pull request's preview on any runner.")
 @hub_endpoint_option
 @token_file_option
 @click.pass_context
 def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path: Path | None, output_root: Path,
-            dry_run: bool, rebuild: bool, hub_endpoint: str | None, token_file: Path | None) -> None:
+            dry_run: bool, rebuild: bool, preview: bool, hub_endpoint: str | None, token_file: Path | None) -> None:
     """Publish a grid (models x methods x sparsities) from a YAML manifest; skips what is already published.
 
     \b
     publish-pruned release release.yaml --dry-run
     publish-pruned release release.yaml --shard 2/4 --summary out/summary.json
+    publish-pruned release release.yaml --preview          # what a pull request's CI runs on a small runner
     """
     from huggingface_hub import HfApi
 
@@ -581,6 +627,7 @@ def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path:
     from .release import load_manifest, published_commit, run_release, select_shard, summary_lines, write_summary
     from .runner import PLACEHOLDER_NAMESPACE, PublishTarget, run_and_publish
 
+    dry_run = dry_run or preview
     try:
         check_output_file(summary_path, "--summary")
         plan = load_manifest(manifest)
@@ -623,11 +670,16 @@ def release(ctx: click.Context, manifest: Path, shard: str | None, summary_path:
 
     def run_one(artifact):
         repo_id = artifact.repo_id(namespace or PLACEHOLDER_NAMESPACE)
+        if preview:
+            planned = _too_big_here(artifact, repo_id, hub_endpoint, token)
+            if planned is not None:
+                return planned
         target = PublishTarget(endpoint=hub_endpoint, dry_run=dry_run, private=private,
                                repo_id=repo_id if namespace else None, suffix=plan.suffix, token_file=token_file,
                                push=push_options)
         options = RunOptions(output_dir=output_root / repo_id.split("/")[1], progress=False, endpoint=hub_endpoint,
-                             command=f"publish-pruned release {recorded_path(manifest)} # {artifact.published_key}")
+                             command=f"publish-pruned release {recorded_path(manifest)} # {artifact.published_key}",
+                             evaluation=plan.evaluation_settings())
         return run_and_publish(artifact.settings(), target, options)
 
     flags = output_flags(ctx)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import click
 
@@ -53,6 +54,9 @@ def eval_options(fn):
                       "Religion, SES]."),
         click.option("--bbq-conditions", default="ambig", help="ambig, disambig or both (comma list)."),
         click.option("--bbq-limit", type=int, help="Items per category (quick runs; the card says so)."),
+        click.option("--eval-batch-size", default="auto", envvar="PUBLISH_PRUNED_EVAL_BATCH_SIZE",
+                      help="SRS prompts (x 5 seeds) and perplexity rows per batch: auto (the largest that fits the "
+                      "GPU's free memory, halved on out-of-memory; on a CPU the size measured fastest) or a number."),
         click.option("--parser", type=click.Choice(["protocol", "study"]), default="protocol",
                       envvar="PUBLISH_PRUNED_PARSER",
                       help="How a BBQ reply becomes a letter: protocol (the protocol's four rules) or study (the "
@@ -64,6 +68,10 @@ def eval_options(fn):
         click.option("--latency-items", type=int, help="Prompts timed per model [default: a few; see the card]."),
         click.option("--latency-max-tokens", type=int, default=5, help="New tokens per timed generation."),
         click.option("--latency-warmup", type=int, default=1, help="Untimed generations per model first."),
+        click.option("--latency-backend", type=click.Choice(["auto", "mlx", "torch"]), default="auto",
+                      envvar="PUBLISH_PRUNED_LATENCY_BACKEND",
+                      help="auto: MLX on Apple Silicon or with publish-pruned[cuda], torch on a CUDA GPU otherwise "
+                      "(labelled torch CUDA), MLX on a CPU only up to 1 B parameters (larger: not measured, say why)."),
         click.option("--latency-mode", type=click.Choice(["fixed", "study"]), default="fixed",
                       envvar="PUBLISH_PRUNED_LATENCY_MODE",
                       help="fixed: greedy, exactly --latency-max-tokens tokens per item (same work for both models); "
@@ -79,8 +87,9 @@ def eval_options(fn):
 def placement_options(fn):
     """Where the model runs: one device, or a device map across GPUs, CPU and disk (main command and `eval`)."""
     options = [
-        click.option("--device", default="cpu", envvar="PUBLISH_PRUNED_DEVICE",
-                     help="torch device: cpu, cuda, cuda:1, mps."),
+        click.option("--device", default="auto", envvar="PUBLISH_PRUNED_DEVICE",
+                     help="torch device: auto (the first CUDA GPU when present, else the CPU), cpu, cuda, cuda:1, "
+                     "or mps (untested; used only when asked for). The device chosen is printed and recorded."),
         click.option("--device-map", envvar="PUBLISH_PRUNED_DEVICE_MAP",
                      help="Spread a model too large for one device: auto, balanced, balanced_low_0, sequential "
                      "(accelerate places blocks on GPUs, then CPU, then disk), or a .json of module → device."),
@@ -157,8 +166,10 @@ def eval_settings(opts: dict):
         bbq_categories=opts["bbq_categories"], bbq_conditions=tuple(_items(opts["bbq_conditions"])),
         bbq_limit=opts["bbq_limit"], parser=opts["parser"], srs_precision=opts["srs_precision"],
         **literature_options(opts),
+        eval_batch_size=opts["eval_batch_size"],
         latency_items=opts["latency_items"], latency_max_tokens=opts["latency_max_tokens"],
         latency_warmup=opts["latency_warmup"], latency_mode=opts["latency_mode"],
+        latency_backend=opts["latency_backend"],
     )
 
 
@@ -203,12 +214,15 @@ def eval_command(ctx: click.Context, model: str, dtype: str, device: str, device
     publish-pruned eval --model HuggingFaceTB/SmolLM2-135M-Instruct --bbq-limit 30
     """
     from .evaluation import measure_model, prepare_inputs
+    from .placement import device_notice, resolve_device
     from .results import write_json_atomic
 
     def action() -> None:
         check_output_file(output, "--output")
         settings = eval_settings(opts)
-        placement = {"device": device, "device_map": device_map, "max_memory": max_memory}
+        placement = {"device": resolve_device(device, device_map), "device_map": device_map, "max_memory": max_memory}
+        if not (output_flags(ctx).json or output_flags(ctx).quiet):
+            click.echo(device_notice(device, SimpleNamespace(**placement)), err=True)
         with tempfile.TemporaryDirectory(prefix="publish-pruned-offload-") as offload_dir:
             loaded, tokenizer = _load(model, dtype, trust_remote_code, placement, Path(offload_dir))
             rows, bbq = prepare_inputs(tokenizer, settings)
@@ -217,7 +231,7 @@ def eval_command(ctx: click.Context, model: str, dtype: str, device: str, device
         srs = dataclasses.asdict(found.srs) if found.srs is not None else None
         if srs is not None:
             srs.pop("replies")
-        data = {"limits": settings.limits, "srs": srs,
+        data = {"device": placement["device_map"] or placement["device"], "limits": settings.limits, "srs": srs,
                 "perplexity": dataclasses.asdict(found.perplexity) if found.perplexity else None, **literature}
         if output is not None:
             write_json_atomic(output, data)
@@ -251,19 +265,31 @@ def eval_command(ctx: click.Context, model: str, dtype: str, device: str, device
 @click.option("--latency-warmup", type=int, default=1)
 @click.option("--latency-mode", type=click.Choice(["fixed", "study"]), default="fixed",
               help="fixed: greedy, exactly --latency-max-tokens tokens; study: sampled at T = 0.3, stops at EOS.")
+@click.option("--latency-backend", type=click.Choice(["auto", "mlx", "torch"]), default="auto",
+              help="auto: MLX on Apple Silicon or with publish-pruned[cuda]; torch on a CUDA GPU otherwise; MLX on a "
+              "CPU only up to 1 B parameters.")
+@click.option("--device", default="auto", help="torch's device for --latency-backend torch: auto, cpu, cuda, cuda:1.")
 @click.pass_context
 def latency_command(ctx: click.Context, folder: Path, latency_items: int | None, latency_max_tokens: int,
-                    latency_warmup: int, latency_mode: str) -> None:
-    """MLX latency of one checkpoint, printed as a table (built-in BBQ-shaped prompts).
+                    latency_warmup: int, latency_mode: str, latency_backend: str, device: str) -> None:
+    """Latency of one checkpoint (MLX, or torch on a CUDA GPU), printed as a table (built-in BBQ-shaped prompts).
 
     \b
     publish-pruned latency --model runs/smollm2-135m-instruct-magnitude-s50
+    publish-pruned latency --model runs/x --latency-backend torch --device cuda
     """
     from .measure.errors import MeasureError
-    from .measure.latency import latency_table, measure_model_latency
+    from .measure.latency import choose_backend, latency_table, measure_model_latency
+    from .placement import resolve_device
+    from .safetensors_io import checkpoint_parameters
 
     def action() -> None:
-        kwargs = {"max_tokens": latency_max_tokens, "warmup": latency_warmup, "mode": latency_mode}
+        chosen = resolve_device(device)
+        choice = choose_backend(latency_backend, chosen, checkpoint_parameters(folder))
+        if choice.skip_reason is not None:
+            raise MeasureError(f"latency not measured: {choice.skip_reason}")
+        kwargs = {"max_tokens": latency_max_tokens, "warmup": latency_warmup, "mode": latency_mode,
+                  "backend": choice.backend, "device": choice.device}
         if latency_items is not None:
             kwargs["n_items"] = latency_items
         result = measure_model_latency(folder, None, **kwargs)

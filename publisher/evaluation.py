@@ -42,12 +42,11 @@ class EvalSettings:
     ppl_data: str | None = None  # None: allenai/tulu-3-sft-mixture on the Hub
     ppl_samples: int = 256
     ppl_seq_len: int = 512
-    ppl_batch_size: int = 8
+    eval_batch_size: str = "auto"  # SRS prompts / perplexity rows per batch: "auto" (sized to the device) or a number
     bbq_path: str | None = None  # None: Elfsong/BBQ on the Hub
     bbq_categories: str | None = None  # None: the study's five; "all"; or a comma list
     bbq_conditions: tuple[str, ...] = ("ambig",)
     bbq_limit: int | None = None  # items per category
-    srs_batch_size: int = 8
     parser: str = "protocol"  # measure.srs.PARSERS: "protocol" (protocol.md's rules) or "study" (the study's code)
     srs_precision: str = "float32"  # measure.precision.PRECISIONS: decode SRS in float32 where room, or "native"
     latency_items: int | None = None  # None: the latency module's default
@@ -64,19 +63,23 @@ class EvalSettings:
     lm_eval_limit: int | None = None  # documents per task: a quick run
     lm_eval_num_fewshot: int | None = None  # None: each task's own default
     lm_eval_batch_size: int = 8
+    latency_backend: str = "auto"  # measure.latency.LATENCY_BACKENDS: auto (choose_backend), mlx, torch
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.skip) - set(EVAL_KINDS))
         if unknown:
             raise SettingsError(f"--skip-eval takes {', '.join(EVAL_KINDS)}; unknown: {', '.join(unknown)}")
-        for name in ("ppl_samples", "ppl_seq_len", "ppl_batch_size", "srs_batch_size"):
+        for name in ("ppl_samples", "ppl_seq_len"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"--{name.replace('_', '-')} must be at least 1")
+        from .measure.batching import parse_batch_size  # late: measure imports torch
+
+        object.__setattr__(self, "eval_batch_size", str(parse_batch_size(self.eval_batch_size)))
         if self.bbq_limit is not None and self.bbq_limit < 1:
             raise SettingsError("--bbq-limit must be at least 1")
         self._check_literature()
         for name, allowed in (("parser", ("protocol", "study")), ("srs_precision", ("float32", "native")),
-                              ("latency_mode", ("fixed", "study"))):
+                              ("latency_mode", ("fixed", "study")), ("latency_backend", ("auto", "mlx", "torch"))):
             if getattr(self, name) not in allowed:
                 raise SettingsError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
                                     f"got {getattr(self, name)!r}")
@@ -170,8 +173,11 @@ class EvalSettings:
         data = asdict(self)
         for name in LITERATURE_FIELDS:  # their figures have their own dense baselines (literature.py)
             data.pop(name)
-        for name in ("skip", "latency_items", "latency_max_tokens", "latency_warmup", "latency_mode"):
+        for name in ("skip", "latency_items", "latency_max_tokens", "latency_warmup", "latency_mode",
+                     "latency_backend"):
             data.pop(name)
+        if self.srs_precision == "float32":  # replies and losses do not depend on the batch: a baseline measured at
+            data.pop("eval_batch_size")  # another batch size (another GPU, auto) is the same measurement
         return data
 
 
@@ -198,9 +204,9 @@ def measure_model(model, tokenizer, settings: EvalSettings, *, ppl_rows=None, bb
 
     found = ModelMeasurement()
     if ppl_rows is not None:
-        found.perplexity = evaluate_perplexity(model, ppl_rows, batch_size=settings.ppl_batch_size)
+        found.perplexity = evaluate_perplexity(model, ppl_rows, batch_size=settings.eval_batch_size)
     if bbq is not None:
-        found.srs = evaluate_srs(model, tokenizer, bbq.items, batch_size=settings.srs_batch_size,
+        found.srs = evaluate_srs(model, tokenizer, bbq.items, batch_size=settings.eval_batch_size,
                                  parser=settings.parser, precision=settings.srs_precision)
     return found
 
@@ -276,11 +282,12 @@ def load_baseline(path: Path) -> ModelMeasurement | None:
 
 def evaluate_run(*, dense_identity: str, settings: EvalSettings, run_dir: Path, cache_dir: Path,
                  load_dense: Callable[[], tuple[Any, Any]], load_pruned: Callable[[], tuple[Any, Any]],
-                 dense_folder: Callable[[], Path]) -> dict[str, Any]:
+                 dense_folder: Callable[[], Path], device: str = "cpu", num_parameters: int = 0) -> dict[str, Any]:
     """Measure dense (cached) and pruned; return the `metrics` section of results.json.
 
     `load_dense`/`load_pruned` return (model, tokenizer); `dense_folder` gives a transformers folder of the
-    dense model for MLX, called only when latency runs.
+    dense model for MLX, called only when latency runs. `device` and `num_parameters` choose the latency backend
+    (`measure.latency.choose_backend`).
     """
     from .measure.srs import bias_blind_check, compare_srs, write_replies_jsonl
 
@@ -345,7 +352,7 @@ def evaluate_run(*, dense_identity: str, settings: EvalSettings, run_dir: Path, 
                 comparison = compare_srs(dense.srs, pruned.srs, settings.bbq_conditions[0])
                 metrics["bias_blind"] = bias_blind_check(comparison, dense.perplexity.ppl, pruned.perplexity.ppl)
     if settings.runs("latency"):
-        metrics["latency"] = _latency_section(run_dir, dense_folder, settings, bbq)
+        metrics["latency"] = _latency_section(run_dir, dense_folder, settings, bbq, device, num_parameters)
     return metrics
 
 
@@ -362,17 +369,23 @@ def _srs_section(dense, pruned, bbq, compare_srs) -> dict[str, Any]:
     return section
 
 
-def _latency_section(run_dir: Path, dense_folder, settings: EvalSettings, bbq) -> dict[str, Any]:
-    """MLX latency of pruned vs dense on (a seeded sample of) the BBQ prompts, or built-in prompts."""
+def _latency_section(run_dir: Path, dense_folder, settings: EvalSettings, bbq, device: str,
+                     num_parameters: int) -> dict[str, Any]:
+    """Latency of pruned vs dense on (a seeded sample of) the BBQ prompts, or built-in prompts: MLX, or torch on a
+    CUDA GPU without MLX's CUDA backend; not measured for a large model on a CPU unless asked (choose_backend)."""
     from .measure.bbq import prompt_messages
-    from .measure.latency import measure_latency
+    from .measure.latency import choose_backend, machine_info, measure_latency
 
+    choice = choose_backend(settings.latency_backend, device, num_parameters)
+    if choice.skip_reason is not None:
+        return {"measured": False, "reason": choice.skip_reason, "machine": asdict(machine_info(choice.backend))}
     folder = dense_folder()
     kwargs = {"max_tokens": settings.latency_max_tokens, "warmup": settings.latency_warmup,
-              "mode": settings.latency_mode}
+              "mode": settings.latency_mode, "backend": choice.backend, "device": choice.device}
     if settings.latency_items is not None:
         kwargs["n_items"] = settings.latency_items
     prompts = [prompt_messages(item) for item in bbq.items] if bbq is not None else None
     result = asdict(measure_latency(run_dir, folder, prompts, **kwargs))
     result["prompts"] = "BBQ items of this run" if prompts else "built-in prompts (BBQ skipped)"
+    result["backend_choice"] = choice.why
     return result

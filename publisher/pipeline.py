@@ -322,7 +322,9 @@ def _measure_stage(settings: RunSettings, options: RunOptions, folder: RunFolder
     try:
         metrics = evaluate_run(dense_identity=_dense_identity(source, settings), settings=evaluation,
                                run_dir=folder.root, cache_dir=options.cache_dir, load_dense=load_dense,
-                               load_pruned=lambda: load_saved(folder.root), dense_folder=dense_folder)
+                               load_pruned=lambda: load_saved(folder.root), dense_folder=dense_folder,
+                               device=settings.device,
+                               num_parameters=prune_state["source"]["num_parameters"])
     finally:
         shutil.rmtree(folder.offload, ignore_errors=True)
     files = {n: dataclasses.asdict(d) for n, d in digest_files(folder.root, eval_files(folder.root)).items()}

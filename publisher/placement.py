@@ -37,6 +37,9 @@ class Placed(Protocol):
     def device_map(self) -> str | None: ...
 
     @property
+    def device(self) -> str: ...
+
+    @property
     def max_memory(self) -> str | None: ...
 
 
@@ -88,6 +91,37 @@ def _check_device_entry(where: str, device: object) -> None:
     if not ok:
         raise SettingsError(f"{where}: {device!r} is not a device (a GPU index like 0, 'cuda:1', 'cpu', 'mps' "
                             "or 'disk')")
+
+
+AUTO_DEVICE = "auto"
+
+
+def resolve_device(device: str, device_map: str | None = None) -> str:
+    """`--device auto`: the first CUDA GPU when one is present, else the CPU — never MPS, which stays untested and
+    runs only when asked for. With a device map the map places every layer, so `auto` means no single device
+    (`cpu`, as `--device` is then unused). Any other value is returned as given.
+
+        >>> resolve_device("auto")      # on a machine with a GPU
+        'cuda'
+    """
+    if device != AUTO_DEVICE:
+        return device
+    if device_map is not None:
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_notice(requested: str, settings: Placed) -> str:
+    """The line every model-loading command prints before it starts, e.g.
+    `device: cuda (NVIDIA H200), chosen by --device auto`."""
+    from .environment import machine_description
+
+    if settings.device_map is not None:
+        return f"device: device map {settings.device_map!r} ({machine_description('cpu', gpus=True)})"
+    how = ", chosen by --device auto" if requested == AUTO_DEVICE else ""
+    return f"device: {settings.device} ({machine_description(settings.device)}){how}"
 
 
 def check_placement(*, device: str, device_map: str | None, max_memory: str | None, model: str = "") -> None:

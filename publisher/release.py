@@ -5,6 +5,8 @@
     suffix: icml26                    # optional, appended to every repo name
     defaults: {seed: 42, dtype: auto, tie_policy: exact, shard_size: 5GB}     # RunSettings fields
     push: {tag: v1, gated: manual, collection: "Pruned LLMs (ICML 2026)", private: false}
+    evaluation: {eval_batch_size: auto, skip: [latency]}   # measure every artifact (EvalSettings fields); {}: the
+                                                            # protocol's defaults; no section: no measure stage
     models:
       - HuggingFaceTB/SmolLM2-135M-Instruct
       - {model: ./gemma.gguf, base_model_id: google/gemma-2-9b-it}          # per-model settings
@@ -50,7 +52,7 @@ CALIBRATION_KEYS = ("calibration_dataset", "calibration_samples", "calibration_s
 PATH_KEYS = ("model", "calibration_dataset")  # may name local paths, published relative or by name
 _SETTINGS_FIELDS = {f.name for f in dataclasses.fields(RunSettings)} - {"model", "method", "sparsity"}
 _PUSH_KEYS = {"branch", "create_pr", "tag", "gated", "collection", "private", "force"}
-_TOP_KEYS = {"namespace", "suffix", "defaults", "push", "models", "methods", "sparsities"}
+_TOP_KEYS = {"namespace", "suffix", "defaults", "push", "models", "methods", "sparsities", "evaluation"}
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,21 @@ class Manifest:
     suffix: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     push: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None  # EvalSettings fields for every artifact; None: no measure stage
+
+    def evaluation_settings(self) -> Any:
+        """The measure stage's settings (`EvalSettings`) of every artifact, from the manifest's `evaluation` section
+        (`evaluation: {}` measures with the protocol's defaults); None without the section: cards of sparsity only."""
+        from .evaluation import EvalSettings
+
+        if self.evaluation is None:
+            return None
+        data = dict(self.evaluation)
+        if "skip" in data:
+            data["skip"] = frozenset([data["skip"]] if isinstance(data["skip"], str) else data["skip"])
+        if "bbq_conditions" in data:
+            data["bbq_conditions"] = tuple(data["bbq_conditions"])
+        return EvalSettings(**data)
 
     def push_options(self) -> tuple[Any, bool]:
         """(PushOptions, private) from the manifest's `push` section."""
@@ -164,8 +181,17 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
         if not isinstance(value, wanted):
             raise SettingsError(f"{source}: push.{key} must be {'true or false' if wanted is bool else 'text'}, "
                                 f"got {value!r}")
+    evaluation = data.get("evaluation")
+    evaluation = {} if evaluation is None and "evaluation" in data else evaluation
+    from .evaluation import EvalSettings
+
+    eval_fields = {f.name for f in dataclasses.fields(EvalSettings)}
+    if evaluation is not None and (not isinstance(evaluation, dict) or set(evaluation) - eval_fields):
+        raise SettingsError(f"{source}: 'evaluation' takes the measure settings: {', '.join(sorted(eval_fields))}")
     manifest = Manifest(models=models, methods=_list(data, "methods", (str,), "method names"), sparsities=sparsities,
-                        namespace=data.get("namespace"), suffix=data.get("suffix"), defaults=defaults, push=push)
+                        namespace=data.get("namespace"), suffix=data.get("suffix"), defaults=defaults, push=push,
+                        evaluation=evaluation)
+    manifest.evaluation_settings()  # validates the measure settings now rather than mid-release
     keys = [a.key for a in manifest.artifacts()]
     if len(set(keys)) != len(keys):
         raise SettingsError(f"{source}: the grid lists an artifact twice")
@@ -208,13 +234,14 @@ class ArtifactResult:
     model: str
     method: str
     sparsity: float
-    status: str  # published | unchanged | skipped | dry-run | failed
+    status: str  # published | unchanged | skipped | dry-run | planned | failed
     repo_id: str | None = None
     commit: str | None = None
     url: str | None = None
     error: str | None = None
     unavailable: bool = False  # failed because the Hub or the network was unavailable (retry later)
     seconds: float = 0.0
+    plan: str | None = None  # status "planned": the config-only plan shown instead of a build (`--preview`)
 
 
 @dataclass
@@ -280,7 +307,36 @@ def run_release(artifacts: Iterable[Artifact], run_one: Callable[[Artifact], Any
     return ReleaseSummary(shard, results)
 
 
+@dataclass
+class Planned:
+    """What `run_one` returns for an artifact too big to build on this machine in a preview: its plan."""
+
+    repo_id: str
+    text: str
+
+
+def fits_here(weights_bytes: int, device: str) -> tuple[bool, str]:
+    """Whether a model of `weights_bytes` can be pruned and measured on this machine: twice its weights (a bfloat16
+    model is decoded in float32 for SRS) within the device's free memory, three times within free disk (the base,
+    the pruned copy, the dense copy the latency stage reads)."""
+    import shutil
+
+    import torch
+
+    from .measure.precision import free_bytes  # the same reading the float32 upcast relies on
+
+    free = free_bytes(torch.device(device))
+    disk = shutil.disk_usage(".").free
+    if free is not None and free < 2 * weights_bytes:
+        return False, f"needs ≈ {2 * weights_bytes / 2**30:.0f} GiB of {device} memory, {free / 2**30:.0f} GiB free"
+    if disk < 3 * weights_bytes:
+        return False, f"needs ≈ {3 * weights_bytes / 2**30:.0f} GiB of disk, {disk / 2**30:.0f} GiB free"
+    return True, ""
+
+
 def _result_from_outcome(base: dict[str, Any], outcome: Any) -> ArtifactResult:
+    if isinstance(outcome, Planned):
+        return ArtifactResult(**base, status="planned", repo_id=outcome.repo_id, plan=outcome.text)
     publish = getattr(outcome, "publish", None)
     repo_id = getattr(outcome, "repo_id", None)
     if publish is None:
@@ -359,7 +415,9 @@ def _as_published(identity: dict[str, Any]) -> dict[str, Any]:
 
 def summary_lines(summary: ReleaseSummary) -> list[str]:
     """Human-readable lines, one per artifact, then the counts."""
-    lines = [f"{a.status:<10} {a.key:<60} {a.repo_id or ''} {(a.commit or '')[:12]} {a.error or ''}".rstrip()
-             for a in summary.artifacts]
+    lines = []
+    for a in summary.artifacts:
+        lines.append(f"{a.status:<10} {a.key:<60} {a.repo_id or ''} {(a.commit or '')[:12]} {a.error or ''}".rstrip())
+        lines += [f"    {line}" for line in (a.plan or "").splitlines()]
     lines.append("release: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.counts().items())))
     return lines

@@ -215,3 +215,15 @@ def _write_file(path: Path, shard: list[TensorEntry], produce: Callable[[TensorE
                                  f"{entry.dtype} {entry.shape}")
             # The tensor's own memory, viewed as bytes: no serialised copy.
             f.write(memoryview(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
+
+
+def checkpoint_parameters(folder: Path) -> int:
+    """Parameters stored in a folder's `model*.safetensors` (headers only, no weight read); 0 without any readable
+    one (whoever loads the weights next says what is wrong with them)."""
+    total = 0
+    for path in sorted(Path(folder).glob("model*.safetensors")):
+        try:
+            total += sum(math.prod(stored.shape) for stored in read_index(path).values())
+        except (SafetensorsError, OSError):
+            return 0
+    return total

@@ -41,7 +41,7 @@ class RunSettings:
     tie_policy: str = "exact"
     seed: int = DEFAULT_SEED
     dtype: str = "auto"
-    device: str = "cpu"
+    device: str = "cpu"  # "auto" is resolved when the settings are made (placement.resolve_device)
     device_map: str | None = None  # accelerate strategy ("auto", ...) or a .json module → device file
     max_memory: str | None = None  # with device_map: "0=70GiB,cpu=200GiB"
     base_model_id: str | None = None
@@ -77,8 +77,10 @@ class RunSettings:
 
         if not self.drops_experts:
             parse_structure(self.structure).check_sparsity(self.sparsity)
-        from .placement import check_placement
+        from .placement import check_placement, resolve_device
 
+        # `auto` becomes the device it chose, so results, records and the card name a real device
+        object.__setattr__(self, "device", resolve_device(self.device, self.device_map))
         check_placement(device=self.device, device_map=self.device_map, max_memory=self.max_memory,
                         model=self.model)
         if self.calibration_samples < 0 or self.calibration_seq_len < 1:

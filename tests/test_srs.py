@@ -3,6 +3,7 @@ and the whole evaluation on SmolLM2-135M-Instruct (dense and 50 % random-pruned)
 """
 
 import copy
+import functools
 import json
 import math
 
@@ -248,6 +249,41 @@ def test_a_bfloat16_smollm2_gives_the_same_replies_at_any_batch_size():
     changed = sum(a.reply != b.reply for a, b in zip(native[0].replies, native[1].replies, strict=True))
     print(f"\nbfloat16 SmolLM2, batch 1 vs 8: {changed} of {len(one.replies)} replies differ in native precision, "
           "0 in float32")
+
+
+def _memory_limited(model, max_rows):
+    """The model, raising CUDA's out-of-memory error on any forward of more than `max_rows` rows."""
+    forward = model.forward
+
+    @functools.wraps(forward)  # keeps the signature the sampler reads (its cache argument's name)
+    def limited(*args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None and ids.shape[0] > max_rows:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {ids.shape[0]} rows")
+        return forward(*args, **kwargs)
+
+    model.forward = limited
+    return model
+
+
+def test_out_of_memory_halves_the_batch_without_losing_or_repeating_a_reply():
+    model, tokenizer = tiny_chat_model()
+    items = [_item(i, target=i % 3, unknown=(i + 1) % 3) for i in range(11)]
+    reference = evaluate_srs(model, tokenizer, items, batch_size=1, temperature=1.0)
+    limited = evaluate_srs(_memory_limited(tiny_chat_model()[0], max_rows=12), tokenizer, items, batch_size=8,
+                           temperature=1.0)  # 8 prompts x 5 seeds = 40 rows: too many; 2 x 5 = 10 fit
+    assert limited.batching["backoffs"] == [8, 4] and limited.batching["final"] == 2 and limited.batch_size == 2
+    assert [(r.key, r.seed, r.reply) for r in limited.replies] == [(r.key, r.seed, r.reply) for r in reference.replies]
+    assert len({(r.key, r.seed) for r in limited.replies}) == len(limited.replies) == 55
+
+
+def test_auto_batch_size_on_a_cpu_is_the_measured_one_and_bad_sizes_are_refused():
+    model, tokenizer = tiny_chat_model()
+    run = evaluate_srs(model, tokenizer, [_item(i) for i in range(12)])  # batch_size defaults to "auto"
+    assert run.batching["requested"] == "auto" and run.batching["start"] == 8 and "CPU" in run.batching["how"]
+    for bad in ("0", "many", -2):
+        with pytest.raises(PublishPrunedError, match="--eval-batch-size must be auto or a whole number"):
+            evaluate_srs(model, tokenizer, [_item(0)], batch_size=bad)
 
 
 def test_srs_settings_that_cannot_work_are_refused():

@@ -101,8 +101,10 @@ def latency_caveat(results: Results) -> str:
     latency = (results.metrics or {}).get("latency")
     if not latency or not latency.get("measured"):
         return "Unstructured zeros run at dense speed on dense kernels; latency was not measured in this run."
-    return (f"Measured with MLX on {latency['machine']['device']}: pruned / dense latency {_latency_ratio(latency)} "
-            f"over {latency['settings']['n_items']} items: unstructured zeros run at dense speed on dense kernels.")
+    backend = "MLX" if latency["machine"].get("backend", "mlx") == "mlx" else "torch"
+    return (f"Measured with {backend} on {latency['machine']['device']}: pruned / dense latency "
+            f"{_latency_ratio(latency)} over {latency['settings']['n_items']} items: unstructured zeros run at dense "
+            "speed on dense kernels.")
 
 
 def _metrics(results: Results) -> dict[str, Any]:
@@ -343,6 +345,9 @@ def protocol_differences(results: Results) -> list[dict[str, Any]]:
         found.append(_difference("perplexity engine", "MLX (bfloat16)",
                                  f"transformers ({ppl['pruned'].get('dtype', '?')})", True))
     latency = metrics.get("latency")
+    if latency and latency.get("measured") and latency["machine"].get("backend", "mlx") != "mlx":
+        found.append(_difference("latency engine", "MLX on Apple Silicon",
+                                 f"torch on {latency['machine']['device']} ({latency['machine']['chip']})", True))
     if latency and latency.get("measured") and latency["settings"].get("mode", "fixed") != "study":
         found.append(_difference("latency", "mlx_lm.generate sampled at T = 0.3, stopping at EOS, no warm-up",
                                  timed_work("fixed", latency["settings"]["max_tokens"])
@@ -390,6 +395,16 @@ def not_measured(results: Results) -> list[str]:
     if latency and not latency.get("measured"):
         found.append(f"latency: {latency.get('reason')}")
     return found
+
+
+def _batching(record: dict[str, Any] | None) -> str:
+    """' (--eval-batch-size auto: <how>; out of memory at 64, then 32)' from a batching.BatchRecord."""
+    if not record:
+        return ""
+    said = f"--eval-batch-size {record['requested']}" + (f": {record['how']}" if record.get("how") else "")
+    if record.get("backoffs"):
+        said += "; out of memory at " + ", then ".join(str(b) for b in record["backoffs"])
+    return f" ({said})"
 
 
 # --- the pruning literature's figures (literature.py): WikiText-2/C4 perplexity presets, lm-eval tasks ----------
@@ -474,11 +489,13 @@ def measurement_settings(results: Results) -> str | None:
     """The settings a reader needs to rerun the measurements (batch sizes, parser, precision, latency mode)."""
     metrics, parts = _metrics(results), []
     if ppl := metrics.get("perplexity"):
-        parts.append(f"perplexity batch {ppl['pruned'].get('batch_size', '?')} in {ppl['pruned'].get('dtype', '?')}")
+        parts.append(f"perplexity batch {ppl['pruned'].get('batch_size', '?')} rows"
+                     f"{_batching(ppl['pruned'].get('batching'))} in {ppl['pruned'].get('dtype', '?')}")
     if srs := metrics.get("srs"):
         run = srs["pruned"]
         decoding = run.get("decoding") or {}
-        parts.append(f"SRS batch {run['batch_size']} prompts × {len(run['seeds'])} seeds, parser "
+        parts.append(f"SRS batch {run['batch_size']} prompts × {len(run['seeds'])} seeds"
+                     f"{_batching(run.get('batching'))}, parser "
                      f"`{run.get('parser', 'protocol')}`, decoded in {decoding.get('dtype', '?')}"
                      + (f" (upcast from {decoding['upcast_from']})" if decoding.get("upcast_from") else "")
                      + (f"; batches: {run['batch_rule']}" if run.get("batch_rule") else ""))

@@ -84,6 +84,8 @@ MAX_WARMUP = 100
 BOOTSTRAP_RESAMPLES = 2000
 MIN_ITEMS_FOR_INTERVAL = 10
 BACKENDS = ("mlx", "torch")
+LATENCY_BACKENDS = ("auto", *BACKENDS)  # --latency-backend
+MLX_CPU_MAX_PARAMS = 1_000_000_000  # above this, `auto` does not time MLX on a CPU (a 9B takes hours there)
 # fixed: greedy, exactly max_tokens tokens, EOS ignored; study: sampled at T = 0.3 (full vocabulary), stops at EOS
 LATENCY_MODES = ("fixed", "study")
 STUDY_TEMPERATURE = 0.3
@@ -315,6 +317,41 @@ def _check_settings(prompts: Sequence[Prompt] | None, n_items: int, max_tokens: 
     return list(prompts), f"given ({len(prompts)})"
 
 
+@dataclass
+class BackendChoice:
+    """What times latency: `backend` ("mlx" | "torch") on `device` (torch's), or nothing, for `skip_reason`."""
+
+    backend: str
+    device: str = "cpu"
+    skip_reason: str | None = None
+    why: str = ""
+
+
+def choose_backend(requested: str, device: str, num_parameters: int) -> BackendChoice:
+    """`--latency-backend`: "mlx" and "torch" as asked (torch on the run's device); "auto" picks MLX where it runs on
+    an accelerator (Metal, or CUDA with `publish-pruned[cuda]`), torch on a CUDA GPU without MLX-CUDA (labelled
+    "torch CUDA", never mixed with MLX rows), MLX on a CPU for models up to `MLX_CPU_MAX_PARAMS` — and nothing for a
+    larger model on a CPU, where one item would take minutes (pass --latency-backend mlx to measure anyway).
+    """
+    if requested not in LATENCY_BACKENDS:
+        raise LatencySettingsError(f"--latency-backend must be one of {', '.join(LATENCY_BACKENDS)}, "
+                                   f"got {requested!r}")
+    if requested == "mlx":
+        return BackendChoice("mlx", why="asked for")
+    if requested == "torch":
+        return BackendChoice("torch", device, why="asked for")
+    where = mlx_device()
+    if where in ("Metal", "CUDA"):
+        return BackendChoice("mlx", why=f"MLX runs on {where} here")
+    if device.startswith("cuda"):
+        return BackendChoice("torch", device, why="a CUDA GPU without MLX's CUDA backend (publish-pruned[cuda])")
+    if num_parameters > MLX_CPU_MAX_PARAMS:
+        return BackendChoice("mlx", skip_reason=(
+            f"not measured on this CPU: MLX on a CPU takes minutes per item for a {num_parameters / 1e9:.1f} "
+            "B-parameter model; pass --latency-backend mlx to measure anyway, or run on Apple Silicon or a CUDA GPU"))
+    return BackendChoice("mlx", why="a model small enough for MLX on the CPU")
+
+
 def _sample_items(n_prompts: int, n_items: int, seed: int) -> list[int]:
     return random.Random(seed).sample(range(n_prompts), min(n_items, n_prompts))
 
@@ -329,21 +366,36 @@ def _package_version(name: str) -> str | None:
         return None
 
 
-def machine_info(backend: str = "mlx") -> Machine:
-    """The machine and backend; for MLX the device is "Metal" (Apple GPU), "CUDA" or "CPU"."""
+def mlx_device() -> str | None:
+    """Where MLX runs by default here: "Metal" (Apple GPU), "CUDA" (mlx[cuda12]/[cuda13]), "CPU"; None without
+    MLX."""
+    try:
+        import mlx.core as mx
+    except Exception:  # noqa: BLE001 - ImportError, or missing shared libraries
+        return None
+    if mx.default_device().type == mx.gpu:
+        return "Metal" if mx.metal.is_available() else "CUDA"
+    return "CPU"
+
+
+def machine_info(backend: str = "mlx", torch_device: str = "cpu") -> Machine:
+    """The machine and backend; the device is "Metal" (Apple GPU), "CUDA" or "CPU"."""
     chip, device, backend_version = cpu_model(), "CPU", None
     if backend == "mlx":
+        device = mlx_device() or "CPU"
+        backend_version = _package_version("mlx")
         try:
             import mlx.core as mx
 
-            backend_version = mx.__version__
-            if mx.default_device().type == mx.gpu:
-                device = "Metal" if mx.metal.is_available() else "CUDA"
             chip = str(mx.device_info().get("device_name") or chip)
         except Exception:  # noqa: BLE001 - not importable: reported by the loader
-            backend_version = _package_version("mlx")
+            pass
     else:
         backend_version = _package_version("torch")
+        if torch_device.startswith("cuda"):
+            import torch
+
+            device, chip = "CUDA", torch.cuda.get_device_name(torch.device(torch_device))
     return Machine(backend=backend, backend_version=backend_version,
                    mlx_lm_version=_package_version("mlx-lm") if backend == "mlx" else None, device=device,
                    chip=chip, cpu_count=os.cpu_count(), os=platform.platform(), python=platform.python_version())
@@ -434,7 +486,7 @@ def _encode(tokenizer: Any, prompt: Prompt) -> list[int]:
 
 
 class _MLXRunner:
-    def __init__(self, label: str, folder: Path):
+    def __init__(self, label: str, folder: Path, device: str = "default"):  # MLX picks its own device
         _read_config(Path(folder))
         mx = _import_mlx()
         from mlx.utils import tree_flatten
@@ -500,14 +552,14 @@ class _MLXRunner:
 
 
 class _TorchRunner:
-    def __init__(self, label: str, folder: Path):
+    def __init__(self, label: str, folder: Path, device: str = "cpu"):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.label, self.folder, self.torch = label, Path(folder), torch
+        self.label, self.folder, self.torch, self.device = label, Path(folder), torch, torch.device(device)
         self.config = _read_config(self.folder)
         start = time.perf_counter()
-        self.model = AutoModelForCausalLM.from_pretrained(self.folder, dtype="auto").eval()
+        self.model = AutoModelForCausalLM.from_pretrained(self.folder, dtype="auto").eval().to(self.device)
         self.load_s = time.perf_counter() - start
         self.weights_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
@@ -524,10 +576,16 @@ class _TorchRunner:
         except TypeError:  # transformers < 4.56
             return DynamicCache()
 
+    def _clock(self) -> float:
+        """perf_counter once the device has finished what was queued (CUDA runs asynchronously)."""
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
     def generate(self, ids: list[int], max_tokens: int, mode: str = "fixed") -> _Timing:
         """fixed: greedy, exactly `max_tokens`; study: sampled at T = 0.3 (full vocabulary), stopping at EOS."""
         torch = self.torch
-        generator = torch.Generator().manual_seed(STUDY_SEED)
+        generator = torch.Generator(device=self.device).manual_seed(STUDY_SEED)
 
         def next_token(logits: Any) -> Any:
             if mode == "fixed":
@@ -535,23 +593,28 @@ class _TorchRunner:
             probs = torch.softmax(logits.float() / STUDY_TEMPERATURE, dim=-1)
             return torch.multinomial(probs, 1, generator=generator)
 
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+            resident = torch.cuda.memory_allocated(self.device)
         with torch.inference_mode():
-            prompt = torch.tensor([ids])
-            start = time.perf_counter()
+            prompt = torch.tensor([ids], device=self.device)
+            start = self._clock()
             cache = {self.cache_arg: self._new_cache()}  # filled in place
             token = next_token(self.model(prompt, use_cache=True, **cache).logits[:, -1, :])
-            first = time.perf_counter()
+            first = self._clock()
             generated = 1
             while generated < max_tokens and not (mode == "study" and int(token) in self.eos):
                 token = next_token(self.model(token, use_cache=True, **cache).logits[:, -1, :])
                 generated += 1
-            end = time.perf_counter()
+            end = self._clock()
         if mode == "study" and int(token) in self.eos:
             generated -= 1  # the EOS token ends the reply; mlx-lm does not count it either
-        return _Timing(end - start, first - start, len(ids), generated, None)
+        extra = max(0, torch.cuda.max_memory_allocated(self.device) - resident) if cuda else None
+        return _Timing(end - start, first - start, len(ids), generated, extra)
 
 
-_RUNNERS: dict[str, Callable[[str, Path], Any]] = {"mlx": _MLXRunner, "torch": _TorchRunner}
+_RUNNERS: dict[str, Callable[..., Any]] = {"mlx": _MLXRunner, "torch": _TorchRunner}
 
 
 def _eos_ids(config: dict[str, Any], tokenizer: Any) -> set[int]:
@@ -657,7 +720,7 @@ def _notes(machine: Machine, settings: LatencySettings, stats: list[LatencyStats
 
 
 def _measure(models: list[tuple[str, Path]], prompts: Sequence[Prompt] | None, n_items: int, max_tokens: int,
-             warmup: int, seed: int, backend: str, mode: str = "fixed"
+             warmup: int, seed: int, backend: str, mode: str = "fixed", device: str = "cpu"
              ) -> tuple[Machine, LatencySettings, dict[str, LatencyStats], list[Step], str | None, float]:
     prompt_list, source = _check_settings(prompts, n_items, max_tokens, warmup, backend, mode)
     n_items, max_tokens, warmup, seed = int(n_items), int(max_tokens), int(warmup), int(seed)
@@ -665,13 +728,13 @@ def _measure(models: list[tuple[str, Path]], prompts: Sequence[Prompt] | None, n
     items = _sample_items(len(prompt_list), n_items, seed)
     settings = LatencySettings(n_items=len(items), n_items_requested=n_items, max_tokens=max_tokens,
                                warmup=warmup, seed=seed, prompts=source, items=items, mode=mode)
-    machine = machine_info(backend)
+    machine = machine_info(backend, device)
     runners: list[Any] = []
     current = [models[0][0]]  # the model being loaded, tokenized for or run: named in the reason
     try:
         for label, folder in models:
             current[0] = label
-            runners.append(_RUNNERS[backend](label, Path(folder)))
+            runners.append(_RUNNERS[backend](label, Path(folder), device))
         encoded = {}
         for runner in runners:
             current[0] = runner.label
@@ -708,7 +771,7 @@ def _release(backend: str) -> None:
 def measure_latency(pruned_dir: Path, dense_dir: Path, prompts: Sequence[Prompt] | None = None, *,
                     n_items: int = DEFAULT_N_ITEMS, max_tokens: int = DEFAULT_MAX_TOKENS,
                     warmup: int = DEFAULT_WARMUP, seed: int = 0, backend: str = "mlx",
-                    mode: str = "fixed") -> LatencyComparison:
+                    mode: str = "fixed", device: str = "cpu") -> LatencyComparison:
     """Pruned vs dense latency, interleaved item by item; see the module docstring for the protocol.
 
     prompts: strings (already chat-formatted) or message lists (rendered with each model's chat template);
@@ -716,7 +779,7 @@ def measure_latency(pruned_dir: Path, dense_dir: Path, prompts: Sequence[Prompt]
     """
     machine, settings, stats, order, reason, stage_s = _measure(
         [("pruned", Path(pruned_dir)), ("dense", Path(dense_dir))], prompts, n_items, max_tokens, warmup, seed,
-        backend, mode)
+        backend, mode, device)
     if reason is not None:
         return LatencyComparison(measured=False, reason=reason, machine=machine, settings=settings, stage_s=stage_s)
     pruned, dense = stats["pruned"], stats["dense"]
@@ -729,10 +792,10 @@ def measure_latency(pruned_dir: Path, dense_dir: Path, prompts: Sequence[Prompt]
 def measure_model_latency(folder: Path, prompts: Sequence[Prompt] | None = None, *,
                           n_items: int = DEFAULT_N_ITEMS, max_tokens: int = DEFAULT_MAX_TOKENS,
                           warmup: int = DEFAULT_WARMUP, seed: int = 0, backend: str = "mlx",
-                          mode: str = "fixed") -> LatencyResult:
+                          mode: str = "fixed", device: str = "cpu") -> LatencyResult:
     """One model's latency with the same protocol (no interleaving partner)."""
     machine, settings, stats, order, reason, stage_s = _measure(
-        [("model", Path(folder))], prompts, n_items, max_tokens, warmup, seed, backend, mode)
+        [("model", Path(folder))], prompts, n_items, max_tokens, warmup, seed, backend, mode, device)
     if reason is not None:
         return LatencyResult(measured=False, reason=reason, machine=machine, settings=settings, stage_s=stage_s)
     return LatencyResult(measured=True, reason=None, machine=machine, settings=settings, stats=stats["model"],

@@ -18,9 +18,9 @@ until N x L are collected and cut into N rows of L. `messages` rows with a token
 are an error unless `plain_fallback=True`, which renders "role: content" paragraphs and records
 `rendering.plain_fallback` in the row info.
 
-Evaluation: batches of 8 rows, token-level mean NLL over all N x (L-1) next-token predictions, PPL = exp(mean),
-SE = PPL * std(losses) / sqrt(count) (delta method). The head is applied in slices of the sequence so the fp32
-logits of a whole batch never exist at once.
+Evaluation: batches sized to the device (`--eval-batch-size`, batching.py), token-level mean NLL over all
+N x (L-1) next-token predictions, PPL = exp(mean), SE = PPL * std(losses) / sqrt(count) (delta method). The head
+is applied in slices of the sequence so the fp32 logits of a whole batch never exist at once.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from ..hashing import sha256_file
 from ..hub_data import dataset_commit, datasets_module
 from ..jsonl import json_lines
 from ..placement import input_device
+from .batching import AUTO, BatchRecord, PeakMemory, auto_batch_size, parse_batch_size, ppl_row_bytes, run_chunks
 from .chat import chat_token_ids, has_chat_template
 from .errors import ChatTemplateError, PerplexityDataError
 
@@ -49,7 +50,6 @@ DEFAULT_SPLIT = "train"
 DEFAULT_ROWS = 256
 DEFAULT_SEQ_LEN = 512
 DEFAULT_SEED = 123
-DEFAULT_BATCH_SIZE = 8
 # Model types whose CausalLM head is `lm_head(hidden)` (+ optional final logit soft-capping): safe to split.
 _PLAIN_HEAD_TYPES = {"llama", "mistral", "mixtral", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3_text",
                      "olmo", "olmo2", "smollm3", "starcoder2", "qwen2_moe", "qwen3_moe"}
@@ -117,6 +117,8 @@ class PerplexityResult:
     wall_s: float
     dtype: str
     data: PplRowsInfo
+    batching: dict[str, Any] = field(default_factory=dict)  # batching.BatchRecord: requested, start, final, backoffs
+    peak_gpu_bytes: int | None = None  # CUDA only: the most memory the evaluation held
 
 
 def token_hash(ids: torch.Tensor) -> str:
@@ -265,24 +267,32 @@ def token_nll(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _batches(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
-
-
 @torch.inference_mode()
-def evaluate_perplexity(model: torch.nn.Module, rows: PplRows, *, batch_size: int = DEFAULT_BATCH_SIZE,
+def evaluate_perplexity(model: torch.nn.Module, rows: PplRows, *, batch_size: int | str = AUTO,
                         progress: Callable[[int, int], None] | None = None) -> PerplexityResult:
-    """PPL, its delta-method SE and throughput of `model` on `rows`; `progress(done_rows, total_rows)`."""
+    """PPL, its delta-method SE and throughput of `model` on `rows`; `progress(done_rows, total_rows)`.
+
+    `batch_size`: rows per forward, or "auto" to size it to the device (`batching`); a batch that runs out of
+    memory is redone at half the size. Rows are full-length, so the batch size changes no loss beyond rounding.
+    """
     ids = rows.ids
     n, length = ids.shape
     device = input_device(model)
+    record = _ppl_batch(model, length, n, batch_size)
     losses = torch.empty(n, length - 1, dtype=torch.float32)
-    start = time.perf_counter()
-    for part in _batches(n, batch_size):
+    done = 0
+
+    def work(chunk: list[int]) -> None:
+        nonlocal done
+        part = slice(chunk[0], chunk[-1] + 1)
         losses[part] = token_nll(model, ids[part].to(device)).cpu()
+        done += len(chunk)
         if progress is not None:
-            progress(part.stop, n)
+            progress(done, n)
+
+    start = time.perf_counter()
+    with PeakMemory(device) as peak:
+        run_chunks(range(n), record.start, record, work, device)
     wall = time.perf_counter() - start
     flat = losses.double().flatten()
     if not torch.isfinite(flat).all():
@@ -292,7 +302,17 @@ def evaluate_perplexity(model: torch.nn.Module, rows: PplRows, *, batch_size: in
     ppl = math.exp(mean)
     return PerplexityResult(
         ppl=ppl, se=ppl * std / math.sqrt(flat.numel()), mean_nll=mean, nll_std=std, predictions=flat.numel(),
-        tokens=n * length, rows=n, seq_len=length, batch_size=batch_size, token_hash=token_hash(ids),
+        tokens=n * length, rows=n, seq_len=length, batch_size=record.final, token_hash=token_hash(ids),
         tokens_per_s=n * length / wall if wall > 0 else float("inf"), wall_s=wall,
         dtype=str(next(model.parameters()).dtype).removeprefix("torch."), data=rows.info,
+        batching=asdict(record), peak_gpu_bytes=peak.bytes,
     )
+
+
+def _ppl_batch(model: torch.nn.Module, seq_len: int, rows: int, batch_size: int | str) -> BatchRecord:
+    size = parse_batch_size(batch_size)
+    if size != AUTO:
+        return BatchRecord(requested=str(size), start=int(size), how="given")
+    per_row = ppl_row_bytes(model, seq_len=seq_len, dtype_bytes=next(model.parameters()).element_size())
+    start, how = auto_batch_size(model, per_item_bytes=per_row, items=rows, kind="ppl")
+    return BatchRecord(requested=AUTO, start=start, how=how)

@@ -36,7 +36,8 @@ class Decoding:
     reason: str | None = None  # why a requested float32 upcast did not happen
 
 
-def _free_bytes(device: torch.device) -> int | None:
+def free_bytes(device: torch.device) -> int | None:
+    """Memory free on `device` now (CUDA: the driver's reading; CPU: MemAvailable); None where unknown."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     if device.type == "cpu":
@@ -73,7 +74,7 @@ def _refusal(model: torch.nn.Module, tensors: list, device: torch.device) -> str
         return f"{device.type} is untested"
     extra = sum(getattr(module, "_parameters" if is_param else "_buffers")[name].numel() * 2
                 for module, name, is_param, _ in tensors)  # 4 bytes instead of 2 per value
-    free = _free_bytes(device)
+    free = free_bytes(device)
     if free is None:
         return f"free memory on {device.type} is unknown"
     if free < extra * _HEADROOM:

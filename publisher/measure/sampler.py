@@ -31,6 +31,7 @@ import torch
 from transformers import DynamicCache
 
 from ..placement import input_device
+from .batching import BatchRecord, run_chunks
 
 STUDY_SEEDS = (42, 123, 456, 789, 1024)
 MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth a separate forward
@@ -173,8 +174,12 @@ def _sample_batch(model: torch.nn.Module, suffixes: Sequence[Sequence[int]], key
 def sample_continuations(model: torch.nn.Module, prompts: Sequence[Sequence[int]], keys: Sequence[str],
                          config: SamplingConfig, *, batch_size: int = 8, pad_id: int = 0,
                          eos_ids: set[int] | frozenset[int] = frozenset(), share_prefix: bool = True,
-                         progress: Callable[[int, int], None] | None = None) -> list[list[list[int]]]:
-    """New token ids [item][seed] (EOS excluded); `batch_size` counts prompts per prefill (rows = x seeds)."""
+                         progress: Callable[[int, int], None] | None = None,
+                         record: BatchRecord | None = None) -> list[list[list[int]]]:
+    """New token ids [item][seed] (EOS excluded); `batch_size` counts prompts per prefill (rows = x seeds).
+
+    A batch that runs out of memory is redone at half the size (`batching.run_chunks`); `record` keeps the sizes.
+    """
     if len(prompts) != len(keys):
         raise ValueError("one key per prompt")
     if len(set(keys)) != len(keys):
@@ -188,8 +193,9 @@ def sample_continuations(model: torch.nn.Module, prompts: Sequence[Sequence[int]
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     results: list[list[list[int]] | None] = [None] * len(prompts)
     done = 0
-    for start in range(0, len(order), max(1, batch_size)):
-        chunk = order[start:start + max(1, batch_size)]
+
+    def work(chunk: list[int]) -> None:
+        nonlocal done
         batch = _sample_batch(model, [prompts[i][prefix.length:] for i in chunk], [keys[i] for i in chunk], config,
                               pad_id, eos, prefix)
         for index, replies in zip(chunk, batch, strict=True):
@@ -197,4 +203,7 @@ def sample_continuations(model: torch.nn.Module, prompts: Sequence[Sequence[int]
         done += len(chunk)
         if progress is not None:
             progress(done, len(prompts))
+
+    record = record if record is not None else BatchRecord(requested=str(batch_size), start=batch_size)
+    run_chunks(order, max(1, batch_size), record, work, device)
     return results  # type: ignore[return-value]

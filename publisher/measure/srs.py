@@ -36,6 +36,8 @@ import numpy as np
 import torch
 
 from ..errors import SettingsError
+from ..placement import input_device
+from .batching import AUTO, BatchRecord, PeakMemory, auto_batch_size, parse_batch_size, srs_item_bytes
 from .bbq import SYSTEM_PROMPT, USER_TEMPLATE, BbqItem, prompt_ids
 from .errors import BbqDataError
 from .precision import decoding_precision
@@ -196,6 +198,8 @@ class SrsRun:
     decoding: dict[str, Any] = field(default_factory=dict)  # precision.Decoding as a dict: dtype, upcast, why
     batch_rule: str = ""  # how prompts were grouped into batches (a reply may depend on it outside float32)
     interval: str = ITEM_BOOTSTRAP
+    batching: dict[str, Any] = field(default_factory=dict)  # batching.BatchRecord: requested, start, final, backoffs
+    peak_gpu_bytes: int | None = None  # CUDA only: the most memory the decoding held
 
     def record(self) -> dict[str, Any]:
         """Everything but the per-reply records, as plain JSON-ready data (for results.json)."""
@@ -344,7 +348,7 @@ def _eos_ids(model: torch.nn.Module, tokenizer: Any) -> set[int]:
 
 
 def evaluate_srs(model: torch.nn.Module, tokenizer: Any, items: Sequence[BbqItem], *,
-                 seeds: Sequence[int] = STUDY_SEEDS, batch_size: int = 8, temperature: float = 0.3,
+                 seeds: Sequence[int] = STUDY_SEEDS, batch_size: int | str = AUTO, temperature: float = 0.3,
                  max_new_tokens: int = 5, top_k: int | None = None, parser: str = "protocol",
                  precision: str = "float32", progress: Callable[[int, int], None] | None = None) -> SrsRun:
     """Sample every item under every seed, parse the replies and compute the metrics (see the module doc).
@@ -352,7 +356,8 @@ def evaluate_srs(model: torch.nn.Module, tokenizer: Any, items: Sequence[BbqItem
     `top_k=None` samples the full vocabulary, as the study's `make_sampler(temp=0.3)` did. `precision="float32"`
     decodes with the weights upcast to float32 where the device has room (exact for bfloat16/float16 weights,
     restored afterwards): then a reply does not depend on which prompts share its batch. `"native"` keeps the
-    model's dtype. `parser` is a key of `PARSERS`.
+    model's dtype. `parser` is a key of `PARSERS`. `batch_size`: prompts per batch (x seeds rows), or "auto" to size
+    it to the device (`batching`); a batch that runs out of memory is redone at half the size.
     """
     if not items:
         raise BbqDataError("no BBQ items to evaluate: the BBQ data holds no usable rows for these categories")
@@ -366,9 +371,12 @@ def evaluate_srs(model: torch.nn.Module, tokenizer: Any, items: Sequence[BbqItem
     eos = _eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (min(eos) if eos else 0)
     with decoding_precision(model, precision) as decoding:
+        record = _srs_batch(model, prompts, config, batch_size, decoding.dtype)
         start = time.perf_counter()
-        tokens = sample_continuations(model, prompts, [item.key for item in items], config, batch_size=batch_size,
-                                      pad_id=pad, eos_ids=eos, progress=progress)
+        with PeakMemory(input_device(model)) as peak:
+            tokens = sample_continuations(model, prompts, [item.key for item in items], config,
+                                          batch_size=record.start, pad_id=pad, eos_ids=eos, progress=progress,
+                                          record=record)
         wall = time.perf_counter() - start
     replies = []
     for item, per_seed in zip(items, tokens, strict=True):
@@ -381,10 +389,24 @@ def evaluate_srs(model: torch.nn.Module, tokenizer: Any, items: Sequence[BbqItem
                                  letter=letter, rule=rule, choice=choice_kind(item, letter), correct=correct))
     per_category, overall = summarise(replies)
     return SrsRun(per_category=per_category, overall=overall, replies=replies, seeds=list(config.seeds),
-                  temperature=temperature, max_new_tokens=max_new_tokens, top_k=top_k, batch_size=batch_size,
+                  temperature=temperature, max_new_tokens=max_new_tokens, top_k=top_k, batch_size=record.final,
                   items=len(items), system_prompt=SYSTEM_PROMPT, user_template=USER_TEMPLATE,
                   system_turn_merged=merged, wall_s=wall, replies_per_s=len(replies) / wall if wall > 0 else 0.0,
-                  parser=parser, decoding=asdict(decoding), batch_rule=batch_rule(batch_size))
+                  parser=parser, decoding=asdict(decoding), batch_rule=batch_rule(record.final),
+                  batching=asdict(record), peak_gpu_bytes=peak.bytes)
+
+
+def _srs_batch(model: torch.nn.Module, prompts: Sequence[Sequence[int]], config: SamplingConfig,
+               batch_size: int | str, dtype: str) -> BatchRecord:
+    """The first batch size to try: the number given, or one sized to the device for the longest prompt."""
+    size = parse_batch_size(batch_size)
+    if size != AUTO:
+        return BatchRecord(requested=str(size), start=int(size), how="given")
+    per_prompt = srs_item_bytes(model, prompt_len=max(len(p) for p in prompts), seeds=len(config.seeds),
+                                new_tokens=config.max_new_tokens, dtype_bytes=torch.tensor([], dtype=getattr(
+                                    torch, dtype, torch.float32)).element_size())
+    start, how = auto_batch_size(model, per_item_bytes=per_prompt, items=len(prompts), kind="srs")
+    return BatchRecord(requested=AUTO, start=start, how=how)
 
 
 def write_replies_jsonl(run: SrsRun, path: Path) -> Path:
