@@ -22,6 +22,7 @@ import copy
 import os
 import platform
 import resource
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,7 +43,10 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def theirs(model, ids: torch.Tensor, method: str) -> float:
+PIPELINE = "sequential"  # llm-compressor's pipeline: each block calibrated on the previous blocks' pruned outputs
+
+
+def theirs(model, tokenizer, ids: torch.Tensor, method: str) -> float:
     from datasets import Dataset
     from llmcompressor import oneshot
     from llmcompressor.modifiers.pruning import SparseGPTModifier, WandaPruningModifier
@@ -52,12 +56,12 @@ def theirs(model, ids: torch.Tensor, method: str) -> float:
                                        dampening_frac=0.01))
     data = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
     start = time.perf_counter()
-    oneshot(model=model, dataset=data, recipe=modifier, num_calibration_samples=ids.shape[0],
-            max_seq_length=ids.shape[1], shuffle_calibration_samples=False)
+    oneshot(model=model, tokenizer=tokenizer, dataset=data, recipe=modifier, num_calibration_samples=ids.shape[0],
+            max_seq_length=ids.shape[1], shuffle_calibration_samples=False, pipeline=PIPELINE)
     return time.perf_counter() - start
 
 
-def ours(model, ids: torch.Tensor, method: str) -> float:
+def ours(model, tokenizer, ids: torch.Tensor, method: str) -> float:
     start = time.perf_counter()
     prune_model(model, PruneRequest(method=method, sparsity=0.5, calibration=ids), progress=False)
     return time.perf_counter() - start
@@ -76,7 +80,10 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--ppl-rows", type=int, default=96)
     parser.add_argument("--methods", nargs="+", default=["wanda", "sparsegpt"])
+    parser.add_argument("--pipeline", default=PIPELINE, help="llm-compressor's calibration pipeline "
+                        "(sequential, as ours and the papers'; independent is its oneshot default)")
     args = parser.parse_args()
+    globals()["PIPELINE"] = args.pipeline
     try:
         import llmcompressor
     except ImportError:  # `make bench` runs every script: say why this one measured nothing, and go on
@@ -87,20 +94,28 @@ def main() -> None:
 
         dense, tokenizer = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval(), \
             AutoTokenizer.from_pretrained(args.model)
-    else:
+    else:  # saved as a transformers folder first: llm-compressor reads the config again from the model's path
         dense, tokenizer = load_smollm2("float32")
+        dense.hf_quantizer = None  # dequantized already; transformers keeps the GGUF marker, which refuses to save
+        dense.config.__dict__.pop("quantization_config", None)
+        folder = Path(tempfile.mkdtemp(prefix="bench-peer-"))
+        dense.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        from transformers import AutoModelForCausalLM
+
+        dense = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     ids = load_calibration(tokenizer, CalibrationSpec(str(C4), samples=args.samples, seq_len=args.seq_len)).input_ids
     rows = build_ppl_rows(tokenizer, ppl_source(TULU), n_rows=args.ppl_rows, seq_len=512)
     base = evaluate_perplexity(dense, rows)
     print(f"{type(dense).__name__} float32, {args.samples} x {args.seq_len} calibration tokens (token ids shared), "
           f"perplexity on {args.ppl_rows} x 512 Tulu rows (dense {base.ppl:.2f} ± {base.se:.2f}); "
           f"{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, {platform.system()}; "
-          f"llm-compressor {llmcompressor.__version__}, torch {torch.__version__}")
+          f"llm-compressor {llmcompressor.__version__} (pipeline {PIPELINE}), torch {torch.__version__}")
     for method in args.methods:
         found = {}
         for name, run in (("llm-compressor", theirs), ("publish-pruned", ours)):
             model = copy.deepcopy(dense)
-            seconds = run(model, ids, method)
+            seconds = run(model, tokenizer, ids, method)
             ppl = evaluate_perplexity(model, rows)
             found[name] = seconds
             print(f"  {method:<9} {name:<15} {seconds:7.1f} s  sparsity {sparsity(model):.4f}  "

@@ -14,7 +14,9 @@ What it does, with nothing from the network (the GPU machine reaches nothing; `.
 3. runs the real CLI: `publish-pruned run --model <folder> --sparsity 0.5 --method wanda --hub local` (128 x 2048
    calibration, perplexity and SRS for pruned and dense, latency), and reads the stages' seconds, peak GPU memory
    and batch sizes back from its results.json;
-4. prunes a fresh copy with SparseGPT alone (library call, same calibration data);
+4. decodes 40 BBQ items at batch 1 and at the automatic size and counts the replies that differ (float32 decoding
+   should make them equal on a GPU too), then prunes a fresh copy with SparseGPT alone (library call, same
+   calibration data);
 5. with more than one GPU, prunes with `--device-map auto` too (else says it skipped).
 
 Output: one JSON line per stage on stdout (`stage`, `seconds`, `peak_gpu_gib`, batch sizes, ...), the last one the
@@ -162,6 +164,26 @@ def report_run(run: Path, seconds: float) -> None:
     emit("whole command", seconds=round(seconds, 1), published=True)
 
 
+def batch_invariance(folder: Path, data: dict, device: str) -> None:
+    """The same SRS replies at batch 1 and at the automatic size, decoded in float32 on this device: what lets
+    the baseline cache and the out-of-memory back-off ignore the batch size."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from publisher.measure.bbq import bbq_source, load_bbq
+    from publisher.measure.srs import evaluate_srs
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    items = load_bbq(bbq_source(data["bbq"]), None, limit_per_category=8).items
+    start = time.perf_counter()
+    one = evaluate_srs(model, tokenizer, items, batch_size=1)
+    auto = evaluate_srs(model, tokenizer, items)
+    differ = sum(a.reply != b.reply for a, b in zip(one.replies, auto.replies, strict=True))
+    emit("batch invariance", seconds=round(time.perf_counter() - start, 1), replies=len(one.replies),
+         differ=differ, auto_batch=auto.batching.get("final"), decoding=auto.decoding.get("dtype"))
+    del model
+
+
 def sparsegpt_alone(folder: Path, data: dict, sizes: dict, device: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -223,13 +245,17 @@ def main() -> None:
         sys.exit(1)
     report_run(work / "run", seconds)
 
+    batch_invariance(work / "model", data, device)
     if not args.skip_sparsegpt:
         sparsegpt_alone(work / "model", data, sizes, device)
     if torch.cuda.device_count() > 1:
-        seconds, done = run_cli([*cli[:cli.index("--output-dir")], "--output-dir", str(work / "run-map"),
-                                 "--device-map", "auto", "--skip-eval", "ppl,srs,latency", "--dry-run", "--json",
-                                 "-q"], env)
-        emit("device map auto", seconds=round(seconds, 1), returncode=done.returncode)
+        mapped = [*cli, "--output-dir", str(work / "run-map"), "--device-map", "auto", "--skip-eval",
+                  "ppl,srs,latency", "--dry-run"]  # later options win: its own folder, no measuring, no push
+        seconds, done = run_cli(mapped, env)
+        emit("device map auto", seconds=round(seconds, 1), returncode=done.returncode,
+             stderr=done.stderr[-1000:] if done.returncode else None)
+        if done.returncode:
+            sys.exit(1)
     else:
         emit("device map auto", skipped=f"{torch.cuda.device_count()} GPU(s): accelerate's placement across GPUs "
                                         "needs more than one")

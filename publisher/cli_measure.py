@@ -23,7 +23,8 @@ def eval_options(fn):
     options = [
         click.option("--skip-eval", envvar="PUBLISH_PRUNED_SKIP_EVAL", default="",
                       help="Comma list of measurements to skip: ppl, srs, latency (the card then omits them)."),
-        click.option("--ppl-data", help="Perplexity text: a local .jsonl of `messages` or `text` [default: "
+        click.option("--ppl-data", envvar="PUBLISH_PRUNED_PPL_DATA",
+                      help="Perplexity text: a local .jsonl of `messages` or `text` [default: "
                       "allenai/tulu-3-sft-mixture on the Hub]."),
         click.option("--ppl-samples", type=int, default=256, help="Perplexity rows (N)."),
         click.option("--ppl-seq-len", type=int, default=512, help="Tokens per perplexity row (L)."),
@@ -48,7 +49,7 @@ def eval_options(fn):
         click.option("--lm-eval-num-fewshot", type=int, help="Few-shot examples [default: each task's own, 0 for "
                       "the seven]."),
         click.option("--lm-eval-batch-size", type=int, default=8, help="lm-eval requests per batch."),
-        click.option("--bbq-path", type=click.Path(exists=True, path_type=Path),
+        click.option("--bbq-path", type=click.Path(exists=True, path_type=Path), envvar="PUBLISH_PRUNED_BBQ_PATH",
                       help="Folder of original BBQ .jsonl files (or a prepared items file) [default: Elfsong/BBQ]."),
         click.option("--bbq-categories", help="Comma list, or 'all' [default: Age, Gender_identity, Race_ethnicity, "
                       "Religion, SES]."),

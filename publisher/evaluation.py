@@ -176,8 +176,6 @@ class EvalSettings:
         for name in ("skip", "latency_items", "latency_max_tokens", "latency_warmup", "latency_mode",
                      "latency_backend"):
             data.pop(name)
-        if self.srs_precision == "float32":  # replies and losses do not depend on the batch: a baseline measured at
-            data.pop("eval_batch_size")  # another batch size (another GPU, auto) is the same measurement
         return data
 
 
@@ -231,6 +229,15 @@ def prepare_inputs(tokenizer, settings: EvalSettings):
         bbq = load_bbq(bbq_source(settings.bbq_path), bbq_categories(settings.bbq_categories),
                        settings.bbq_conditions, settings.bbq_limit)
     return rows, bbq
+
+
+def _release_memory() -> None:
+    """Give a deleted model's memory back, on a GPU too: the dense model's float32 decoding needs the room."""
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 # --- the dense baseline cache ------------------------------------------------------------------------------
@@ -317,7 +324,7 @@ def evaluate_run(*, dense_identity: str, settings: EvalSettings, run_dir: Path, 
         if extra is not None:
             extra.measure("pruned", pruned_model, tokenizer)
         del pruned_model
-        gc.collect()
+        _release_memory()
         study = rows is not None or bbq is not None
         dense = load_baseline(baseline_file) if study else ModelMeasurement()
         if dense is not None and ((rows is not None and dense.perplexity is None) or
@@ -335,7 +342,7 @@ def evaluate_run(*, dense_identity: str, settings: EvalSettings, run_dir: Path, 
                 extra.measure("dense", dense_model, tokenizer)
                 extra.save_dense(cache_dir, dense_identity)
             del dense_model
-            gc.collect()
+            _release_memory()
         if extra is not None:
             metrics.update(extra.sections())
         if rows is not None:

@@ -213,3 +213,4 @@ def input_device(model: nn.Module) -> torch.device:
 
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     return execution_device(embeddings if embeddings is not None else model)
+

@@ -116,11 +116,19 @@ class Manifest:
         if self.evaluation is None:
             return None
         data = dict(self.evaluation)
+        for name in ("skip", "bbq_conditions"):  # a YAML list, or a comma string as the CLI takes it
+            if name in data:
+                value = data[name]
+                items = value.split(",") if isinstance(value, str) else value
+                data[name] = tuple(str(v).strip() for v in items if str(v).strip())
         if "skip" in data:
-            data["skip"] = frozenset([data["skip"]] if isinstance(data["skip"], str) else data["skip"])
-        if "bbq_conditions" in data:
-            data["bbq_conditions"] = tuple(data["bbq_conditions"])
-        return EvalSettings(**data)
+            data["skip"] = frozenset(data["skip"])
+        if isinstance(data.get("ppl_preset_data"), dict):  # {wikitext2: file} as well as [[wikitext2, file]]
+            data["ppl_preset_data"] = tuple(data["ppl_preset_data"].items())
+        try:
+            return EvalSettings(**data)
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(f"manifest: 'evaluation' is not valid ({exc})") from None
 
     def push_options(self) -> tuple[Any, bool]:
         """(PushOptions, private) from the manifest's `push` section."""

@@ -82,6 +82,7 @@ class PruneRecord:
     # Mixture-of-experts models: what was done to the experts (routed calibration: tokens per expert, fallbacks;
     # expert dropping: saliency, experts kept per layer, parameters before/after). Absent for dense models.
     moe: dict[str, Any] | None = None
+    peak_gpu_bytes: int | None = None  # CUDA: the most GPU memory the method held (None on other devices)
 
 
 @dataclass

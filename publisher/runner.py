@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,7 +108,9 @@ def push_existing_run(folder: Path, target: PublishTarget) -> Outcome:
         else:  # a dry run without a token, or a `--hub local` rehearsal: the token owner's namespace here
             repo_id = f"{namespace or PLACEHOLDER_NAMESPACE}/{stored.split('/')[-1] or folder.name}"
         repo_id = validate_repo_id(repo_id)
-        if repo_id != stored:
+        # The folder names where it is published for real: a dry run changes nothing, and a push to the local
+        # emulator (a rehearsal under local-user/) leaves the card naming the repo it is meant for.
+        if repo_id != stored and not target.dry_run and target.mode != "local":
             run = retarget_run(run, repo_id)
         return _lint_and_push(api, repo_id, run, target)
 
@@ -125,12 +128,12 @@ def retarget_run(run: RunOutcome, repo_id: str) -> RunOutcome:
     write_results(run.output_dir / RESULTS_FILE, run.results)
     card = run.card_path.read_text()
     if old:
-        card = card.replace(old, repo_id)
+        # the whole id only, never inside a longer one (org/x must not rewrite org/x-v2)
+        card = re.sub(rf"(?<![\w.-]){re.escape(old)}(?![\w.-])", repo_id, card)
         old_name, new_name = old.split("/")[-1], repo_id.split("/")[-1]
-        front, sep, body = card.partition("\n---\n<!-- generated-by")  # the model's name: front matter only
-        for key in ("model_name: ", "- name: "):  # ModelCardData's model_name, and model-index's name
-            front = front.replace(f"\n{key}{old_name}\n", f"\n{key}{new_name}\n")
-        card = front + sep + body
+        # ModelCardData's model_name and model-index's name, in the front matter, whatever the line endings
+        card = re.sub(rf"^(model_name: |- name: ){re.escape(old_name)}(\r?)$", rf"\g<1>{new_name}\g<2>", card,
+                      flags=re.MULTILINE, count=2)
     with replacing(run.card_path) as tmp:
         tmp.write_text(card)
     run.files.update(digest_files(run.output_dir, [RESULTS_FILE, CARD_FILE]))

@@ -67,6 +67,8 @@ def test_a_release_manifest_sets_the_measure_settings_of_every_artifact():
     assert settings.eval_batch_size == "32" and settings.skip == frozenset({"latency"}) and settings.bbq_limit == 30
     assert parse_manifest({**grid, "evaluation": {}}).evaluation_settings().eval_batch_size == "auto"
     assert parse_manifest({k: v for k, v in grid.items() if k != "evaluation"}).evaluation_settings() is None
+    as_text = parse_manifest({**grid, "evaluation": {"skip": "ppl, latency"}}).evaluation_settings()
+    assert as_text.skip == frozenset({"ppl", "latency"})  # a comma string, as the CLI takes it
     with pytest.raises(PublishPrunedError, match="'evaluation' takes the measure settings"):
         parse_manifest({**grid, "evaluation": {"batch": 8}})
     with pytest.raises(PublishPrunedError, match="--eval-batch-size must be auto or a whole number"):

@@ -15,9 +15,11 @@ def test_the_gpu_check_runs_the_real_command_and_reports_every_stage(tmp_path):
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     stages = [line["stage"] for line in lines]
     for stage in ("machine", "build model and data", "prune", "perplexity pruned", "perplexity dense", "srs pruned",
-                  "srs dense", "latency", "whole command", "device map auto", "total"):
+                  "srs dense", "latency", "whole command", "batch invariance", "device map auto", "total"):
         assert stage in stages, stage
     assert {line["method"] for line in lines if line["stage"] == "prune"} == {"wanda", "sparsegpt"}
     srs = next(line for line in lines if line["stage"] == "srs pruned")
     assert srs["replies"] == 5 * 5 * 3 and srs["batch"]["requested"] == "auto" and srs["batch"]["final"] >= 1
     assert (tmp_path / "work" / "hub").is_dir()  # published to the local Hub
+    invariance = next(line for line in lines if line["stage"] == "batch invariance")
+    assert invariance["differ"] == 0 and invariance["replies"] == 5 * 5 * 3 and invariance["decoding"] == "float32"

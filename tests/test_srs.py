@@ -280,7 +280,7 @@ def test_out_of_memory_halves_the_batch_without_losing_or_repeating_a_reply():
 def test_auto_batch_size_on_a_cpu_is_the_measured_one_and_bad_sizes_are_refused():
     model, tokenizer = tiny_chat_model()
     run = evaluate_srs(model, tokenizer, [_item(i) for i in range(12)])  # batch_size defaults to "auto"
-    assert run.batching["requested"] == "auto" and run.batching["start"] == 8 and "CPU" in run.batching["how"]
+    assert run.batching["requested"] == "auto" and run.batching["start"] == 12 and "CPU" in run.batching["how"]
     for bad in ("0", "many", -2):
         with pytest.raises(PublishPrunedError, match="--eval-batch-size must be auto or a whole number"):
             evaluate_srs(model, tokenizer, [_item(0)], batch_size=bad)
@@ -406,6 +406,8 @@ def test_a_rate_of_zero_keeps_an_interval_over_its_items():
     failures = run.overall["ambig"].parse_failure
     assert failures.rate == 0 and failures.low == 0
     assert failures.high == pytest.approx(Proportion.of(0, 30).high)
+    never = _biased_runs([], [], n_items=30)[0].overall["ambig"].srs  # every reply 'unknown': SRS 0 in every category
+    assert never.value == 0 and never.high == pytest.approx(Proportion.of(0, 30).high)
 
 
 def test_strict_srs_and_parse_rule_shares_flag_the_last_resort_rule():

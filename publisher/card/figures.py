@@ -271,13 +271,19 @@ def decoding_text(results: Results) -> str | None:
     decoding, rule = run.get("decoding") or {}, run.get("batch_rule") or ""
     if not decoding:
         return None
+    dense = (srs["dense"].get("decoding") or {}).get("dtype")
+    mismatch = (f" The dense model's replies were decoded in {dense}, not {decoding.get('dtype')}: the comparison "
+                "mixes precisions." if dense and dense != decoding.get("dtype") else "")
     if decoding.get("batch_invariant"):
         source = f" (the {decoding['upcast_from']} weights upcast, exactly)" if decoding.get("upcast_from") else ""
-        return (f"Replies were decoded in float32{source}: a reply does not depend on which prompts share its "
-                "batch.")
+        on_gpu = not str(results.settings.get("device", "cpu")).startswith("cpu")
+        invariance = ("replies matched at every batch size on a CPU; on a GPU the kernels chosen for a batch's shape "
+                      f"can still move the last bits (batches: {rule})") if on_gpu else \
+            "a reply does not depend on which prompts share its batch"
+        return f"Replies were decoded in float32{source}: {invariance}.{mismatch}"
     why = f" ({decoding['reason']})" if decoding.get("reason") else ""
     return (f"Replies were decoded in {decoding.get('dtype')}{why}: in low precision a reply can depend on which "
-            f"prompts share its batch; batches: {rule}.")
+            f"prompts share its batch; batches: {rule}.{mismatch}")
 
 
 def bias_caveat(results: Results) -> str:
@@ -361,8 +367,9 @@ def _srs_differences(srs: dict[str, Any]) -> list[dict[str, Any]]:
     covered = list(data.get("categories") or [])
     if sorted(covered) != sorted(STUDY_CATEGORIES):
         found.append(_difference("BBQ categories", ", ".join(STUDY_CATEGORIES), ", ".join(covered), False))
-    if data.get("conditions") and list(data["conditions"]) != ["ambig"]:
-        found.append(_difference("BBQ contexts", "ambiguous only", ", ".join(data["conditions"]), True))
+    if data.get("conditions") and list(data["conditions"]) != ["ambig"]:  # without ambig, no study SRS at all
+        found.append(_difference("BBQ contexts", "ambiguous only", ", ".join(data["conditions"]),
+                                 "ambig" in data["conditions"]))
     source = data.get("source", "")
     if source.startswith("hub:") and _data_name(source) != STUDY_BBQ:
         found.append(_difference("BBQ data", STUDY_BBQ, _data_name(source), False))

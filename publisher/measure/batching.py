@@ -28,9 +28,10 @@ from ..errors import SettingsError
 AUTO = "auto"
 FREE_MEMORY_SHARE = 0.8  # of what the device reports free: the allocator's fragmentation and the model's own temps
 CAPS = {"srs": 512, "ppl": 64}  # prompts (x seeds) / rows per batch; beyond these the GPU is saturated anyway
-# Measured on the 2-core dev CPU with SmolLM2-135M (bench/bench_eval_batch.py, interleaved): SRS replies/s rose up to
-# 8 prompts x 5 seeds and stayed flat beyond; perplexity tokens/s was flat from 4 rows on.
-CPU_BATCH = {"srs": 8, "ppl": 8}
+# Measured on the 2-core dev CPU with SmolLM2-135M in bfloat16 (bench/bench_eval_batch.py, best of 2 interleaved
+# rounds): SRS 13.1 / 26.7 / 32.4 / 34.6 / 30.9 replies/s at 1 / 4 / 8 / 16 / 32 prompts x 5 seeds; perplexity
+# 1,858 / 2,708 / 3,134 / 2,745 / 2,820 tokens/s at 1 / 4 / 8 / 16 / 32 rows of 256 tokens.
+CPU_BATCH = {"srs": 16, "ppl": 8}
 FALLBACK_BATCH = 8  # MPS (untested) and anything else without a free-memory reading
 
 
@@ -149,23 +150,3 @@ def run_chunks(order: Sequence[int], size: int, record: BatchRecord, work: Calla
         record.final = size
         position += len(chunk)
 
-
-class PeakMemory:
-    """The most memory the device held during a block, on CUDA (None elsewhere: no resettable peak).
-
-        >>> with PeakMemory(device) as peak:
-        ...     evaluate(...)
-        >>> peak.bytes
-    """
-
-    def __init__(self, device: torch.device):
-        self.device, self.bytes = device, None
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.device.type == "cuda":
-            self.bytes = torch.cuda.max_memory_allocated(self.device)

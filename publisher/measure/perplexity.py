@@ -40,8 +40,9 @@ import torch.nn.functional as F
 from ..hashing import sha256_file
 from ..hub_data import dataset_commit, datasets_module
 from ..jsonl import json_lines
+from ..peak_memory import PeakMemory
 from ..placement import input_device
-from .batching import AUTO, BatchRecord, PeakMemory, auto_batch_size, parse_batch_size, ppl_row_bytes, run_chunks
+from .batching import AUTO, BatchRecord, auto_batch_size, parse_batch_size, ppl_row_bytes, run_chunks
 from .chat import chat_token_ids, has_chat_template
 from .errors import ChatTemplateError, PerplexityDataError
 

@@ -6,7 +6,9 @@
     ('float32', 'bfloat16', True)
 
 Why: in bfloat16 the padding a batch adds changes the kernels' accumulation order enough to flip sampled tokens
-(16 of 60 SmolLM2 replies changed between batch sizes); in float32 the replies agree at every batch size tested.
+(7 of 60 SmolLM2 replies changed between batch 1 and 8 on the CPU); in float32 they agree at every batch size tested
+on the CPU (tests/test_srs.py). On a GPU, cuBLAS picks kernels by shape: bench/gpu_check.py compares batch 1 with
+the automatic size there.
 bfloat16 and float16 values are exactly representable in float32, so the upcast evaluates the same weights and the
 restore gives back the very same tensors' values. Where the upcast cannot run — a model spread by a device map,
 MPS (untested), too little free memory, or free memory unknown — decoding stays in the model's dtype and
@@ -37,9 +39,11 @@ class Decoding:
 
 
 def free_bytes(device: torch.device) -> int | None:
-    """Memory free on `device` now (CUDA: the driver's reading; CPU: MemAvailable); None where unknown."""
+    """Memory free on `device` now (CUDA: the driver's reading plus what PyTorch holds reserved but unused, e.g. a
+    model deleted a moment ago; CPU: MemAvailable); None where unknown."""
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return torch.cuda.mem_get_info(device)[0] + max(0, cached)
     if device.type == "cpu":
         meminfo = Path("/proc/meminfo")
         if meminfo.is_file():
@@ -51,17 +55,31 @@ def free_bytes(device: torch.device) -> int | None:
     return None
 
 
-def _low_precision_tensors(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, bool, torch.dtype]]:
-    """(module, name, is_parameter, dtype) of every bfloat16/float16 parameter and buffer, each tensor once."""
-    found, seen = [], set()
+@dataclass
+class _Slot:
+    """One bfloat16/float16 tensor and every (module, name) that holds it: tied weights and shared buffers are
+    cast once and put back in every place, so they stay one tensor."""
+
+    is_param: bool
+    dtype: torch.dtype
+    places: list[tuple[torch.nn.Module, str]]
+
+    @property
+    def numel(self) -> int:
+        module, name = self.places[0]
+        return (module._parameters if self.is_param else module._buffers)[name].numel()
+
+
+def _low_precision_tensors(model: torch.nn.Module) -> list[_Slot]:
+    found: dict[int, _Slot] = {}
     for module in model.modules():
         for is_param, table in ((True, module._parameters), (False, module._buffers)):
             for name, tensor in table.items():
-                if tensor is None or tensor.dtype not in _LOW or id(tensor) in seen:
+                if tensor is None or tensor.dtype not in _LOW:
                     continue
-                seen.add(id(tensor))
-                found.append((module, name, is_param, tensor.dtype))
-    return found
+                slot = found.setdefault(id(tensor), _Slot(is_param, tensor.dtype, []))
+                slot.places.append((module, name))
+    return list(found.values())
 
 
 def _refusal(model: torch.nn.Module, tensors: list, device: torch.device) -> str | None:
@@ -72,8 +90,7 @@ def _refusal(model: torch.nn.Module, tensors: list, device: torch.device) -> str
         return "some weights are offloaded"
     if device.type not in ("cpu", "cuda"):
         return f"{device.type} is untested"
-    extra = sum(getattr(module, "_parameters" if is_param else "_buffers")[name].numel() * 2
-                for module, name, is_param, _ in tensors)  # 4 bytes instead of 2 per value
+    extra = sum(slot.numel * 2 for slot in tensors)  # 4 bytes instead of 2 per value
     free = free_bytes(device)
     if free is None:
         return f"free memory on {device.type} is unknown"
@@ -102,16 +119,19 @@ def decoding_precision(model: torch.nn.Module, precision: str = "float32") -> It
         yield Decoding(dtype=native, upcast_from=None, batch_invariant=False, reason=reason)
         return
     try:
-        for module, name, is_param, _ in tensors:
-            _cast(module, name, is_param, torch.float32)
+        for slot in tensors:
+            _cast(slot, torch.float32)
         yield Decoding(dtype="float32", upcast_from=native, batch_invariant=True)
     finally:
-        for module, name, is_param, dtype in tensors:
-            _cast(module, name, is_param, dtype)
+        for slot in tensors:
+            _cast(slot, slot.dtype)
 
 
-def _cast(module: torch.nn.Module, name: str, is_param: bool, dtype: torch.dtype) -> None:
-    if is_param:
+def _cast(slot: _Slot, dtype: torch.dtype) -> None:
+    module, name = slot.places[0]
+    if slot.is_param:  # the Parameter object stays (tied weights keep sharing it); only its data changes
         module._parameters[name].data = module._parameters[name].data.to(dtype)
-    else:
-        module._buffers[name] = module._buffers[name].to(dtype)
+        return
+    cast = module._buffers[name].to(dtype)
+    for module, name in slot.places:
+        module._buffers[name] = cast

@@ -36,8 +36,9 @@ import numpy as np
 import torch
 
 from ..errors import SettingsError
+from ..peak_memory import PeakMemory
 from ..placement import input_device
-from .batching import AUTO, BatchRecord, PeakMemory, auto_batch_size, parse_batch_size, srs_item_bytes
+from .batching import AUTO, BatchRecord, auto_batch_size, parse_batch_size, srs_item_bytes
 from .bbq import SYSTEM_PROMPT, USER_TEMPLATE, BbqItem, prompt_ids
 from .errors import BbqDataError
 from .precision import decoding_precision
@@ -54,6 +55,7 @@ from .stats import (
     pooled_proportion,
     ratio_replicates,
     relative_change,
+    wilson_interval,
 )
 
 LETTERS = "ABC"
@@ -287,13 +289,17 @@ def _group_metrics(category: str, condition: str, table: _ItemTable, rules: Coun
     return metrics, replicates
 
 
-def _mean_over(parts: list[Proportion], replicates: list[np.ndarray]) -> MeanEstimate:
+def _mean_over(parts: list[Proportion], replicates: list[np.ndarray], items: int) -> MeanEstimate:
     """Unweighted mean of the categories' rates, its interval from the categories' item-bootstrap replicates
-    (each category resampled on its own: a stratified bootstrap)."""
+    (each category resampled on its own: a stratified bootstrap). When every category's rate is 0 (or every one
+    1) each resample repeats it: the Wilson interval over all `items` stands in, as for one category."""
     used = [(p, r) for p, r in zip(parts, replicates, strict=True) if p.rate is not None]
     if not used:
         return MeanEstimate(None, None, None, None, ITEM_BOOTSTRAP)
     value = sum(p.rate for p, _ in used) / len(used)
+    if all(p.k == 0 for p, _ in used) or all(p.k == p.n for p, _ in used):
+        low, high = wilson_interval(0 if value == 0 else items, items)
+        return MeanEstimate(value, None, low, high, ITEM_BOOTSTRAP)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a resample without parsed replies in a category
         stacked = np.nanmean(np.stack([r for _, r in used]), axis=0)
@@ -317,8 +323,9 @@ def summarise(replies: Sequence[Reply]) -> tuple[list[GroupMetrics], dict[str, O
         reps = [replicates[(g.category, condition)] for g in parts]
         scores = [g.bias_score for g in parts if g.bias_score is not None]
         all_replies = sum(g.replies for g in parts)
-        srs = _mean_over([g.srs for g in parts], [r["srs"] for r in reps])
-        usr = _mean_over([g.usr for g in parts], [r["usr"] for r in reps])
+        items = sum(g.items for g in parts)
+        srs = _mean_over([g.srs for g in parts], [r["srs"] for r in reps], items)
+        usr = _mean_over([g.usr for g in parts], [r["usr"] for r in reps], items)
         rule_counts = Counter()
         for g in parts:
             rule_counts.update(g.rules)
@@ -329,7 +336,7 @@ def summarise(replies: Sequence[Reply]) -> tuple[list[GroupMetrics], dict[str, O
             parse_failure=pooled_proportion(failures, all_replies, sum(r["failures"] for r in reps),
                                             sum(r["replies"] for r in reps), sum(g.items for g in parts)),
             bias_score=sum(scores) / len(scores) if scores else None, replies=all_replies,
-            srs_strict=_mean_over([g.srs_strict for g in parts], [r["srs_strict"] for r in reps]),
+            srs_strict=_mean_over([g.srs_strict for g in parts], [r["srs_strict"] for r in reps], items),
             rules={rule: rule_counts.get(rule, 0) for rule in RULES},
             last_resort_share=rule_counts.get(LAST_RESORT_RULE, 0) / all_replies if all_replies else None,
         )

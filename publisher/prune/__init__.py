@@ -212,8 +212,11 @@ def prune_model(model: torch.nn.Module, request: PruneRequest, *, progress: bool
     scope, facts = scope_description(model), moe_facts(model)
     training = model.training
     model.eval()
+    from ..peak_memory import PeakMemory
+
     try:
-        with tqdm(total=len(layers), desc=f"{method.name} pruning", unit="layer", disable=not progress) as bar:
+        with tqdm(total=len(layers), desc=f"{method.name} pruning", unit="layer", disable=not progress) as bar, \
+                PeakMemory(_device_of(model)) as peak:
             start = time.perf_counter()
             details = dict(method.prune(model, layers, request, lambda layer: bar.update(1)) or {})
             elapsed = time.perf_counter() - start
@@ -224,7 +227,13 @@ def prune_model(model: torch.nn.Module, request: PruneRequest, *, progress: bool
         log.info("%s details: %s", method.name, details)
     if method.drops_experts:  # the experts left: counted as they are now
         layers = prunable_matrices(model)
-    return prune_record(request, elapsed, [count_layer(model, x) for x in layers], scope=scope, moe=moe)
+    record = prune_record(request, elapsed, [count_layer(model, x) for x in layers], scope=scope, moe=moe)
+    record.peak_gpu_bytes = peak.bytes
+    return record
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters() if p.device.type != "meta"), torch.device("cpu"))
 
 
 def prune_record(request: PruneRequest, elapsed_s: float, layers: list[LayerSparsity], *,
