@@ -21,8 +21,6 @@ from .hashing import sha256_file
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 TIE_POLICIES = ("exact", "threshold")
-MOE_CALIBRATION = ("routed", "all")  # Wanda/SparseGPT on experts: the tokens routed to each, or every token
-EXPERT_SALIENCIES = ("reap", "frequency")
 DEFAULT_SEED = 42  # the study's seed for random masks
 DEFAULT_SHARD_SIZE = "5GB"
 _SHARD_SIZE = re.compile(r"\d+(\.\d+)?(KB|MB|GB|TB)")  # the units huggingface_hub's shard splitter reads
@@ -100,12 +98,9 @@ class RunSettings:
 
     def _check_moe_options(self) -> None:
         """expert-drop takes --experts-keep or --experts-keep-n instead of --sparsity; the others the reverse."""
-        if self.moe_calibration not in MOE_CALIBRATION:
-            raise SettingsError(f"--moe-calibration must be one of {', '.join(MOE_CALIBRATION)}, "
-                                f"got {self.moe_calibration!r}")
-        if self.expert_saliency not in EXPERT_SALIENCIES:
-            raise SettingsError(f"--expert-saliency must be one of {', '.join(EXPERT_SALIENCIES)}, "
-                                f"got {self.expert_saliency!r}")
+        from .prune.moe_options import check_keep, check_moe_choices  # late: prune imports torch
+
+        check_moe_choices(self.moe_calibration, self.expert_saliency)
         keep = (self.experts_keep, self.experts_keep_n)
         if not self.drops_experts:
             if keep != (None, None):
@@ -114,15 +109,8 @@ class RunSettings:
         if self.sparsity is not None:
             raise SettingsError("expert-drop removes whole experts: give --experts-keep F (the fraction of each "
                                 "layer's experts kept) or --experts-keep-n K, not --sparsity")
-        if (self.experts_keep is None) == (self.experts_keep_n is None):
-            raise SettingsError("expert-drop needs exactly one of --experts-keep F (a fraction of each layer's "
-                                "experts, e.g. 0.5) or --experts-keep-n K (experts kept per layer)")
-        if self.experts_keep is not None and not 0.0 < self.experts_keep < 1.0:
-            raise SettingsError(f"--experts-keep must be strictly between 0 and 1, got {self.experts_keep:g}")
-        if self.experts_keep_n is not None and self.experts_keep_n < 1:
-            raise SettingsError(f"--experts-keep-n must be at least 1, got {self.experts_keep_n}")
-        if self.structure != "unstructured":
-            raise SettingsError("expert-drop removes whole experts: --structure does not apply")
+        check_keep(experts_keep=self.experts_keep, experts_keep_n=self.experts_keep_n,
+                   unstructured=self.structure == "unstructured")
 
     @property
     def drops_experts(self) -> bool:

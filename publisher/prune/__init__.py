@@ -42,6 +42,7 @@ from ..errors import SettingsError
 from ..results import LayerSparsity, PruneRecord
 from .calibration import CalibrationError
 from .experts import moe_facts
+from .moe_options import check_moe_choices
 from .offload import editable_weight, read_weight
 from .scope import SCOPE_DESCRIPTION, PrunableMatrix, check_prunable_scope, prunable_matrices, scope_description
 from .sparsity import zeros_in
@@ -153,17 +154,12 @@ def count_layer(model: torch.nn.Module, layer: PrunableMatrix) -> LayerSparsity:
     return LayerSparsity(layer.weight_name, list(weight.shape), weight.numel(), zeros_in(weight))
 
 
-MOE_CALIBRATION = ("routed", "all")
-
-
 def check_request(model: torch.nn.Module, request: PruneRequest, layers: list[PrunableMatrix]) -> None:
     """Every user-facing error before any work: structure vs sparsity and shapes, tie policy, calibration."""
     method = get_method(request.method)
     structure = request.nm
     check_prunable_scope(model)
-    if request.moe_calibration not in MOE_CALIBRATION:
-        raise SettingsError(f"--moe-calibration must be one of {', '.join(MOE_CALIBRATION)}, "
-                            f"got {request.moe_calibration!r}")
+    check_moe_choices(request.moe_calibration, request.expert_saliency)
     if method.drops_experts:
         from .expert_drop import check_drop_request  # late: it imports this module
 

@@ -32,10 +32,9 @@ from ..errors import SettingsError
 from . import register
 from .experts import EXPERT_COUNT_KEYS, TOP_K_KEYS, config_value, experts_modules, num_experts, routers
 from .moe_calibration import _intermediate
+from .moe_options import check_keep
 from .scope import find_decoder_blocks
 from .sequential import BlockRunner
-
-SALIENCIES = ("reap", "frequency")
 
 
 def experts_to_keep(request: Any, experts: int) -> int:
@@ -51,16 +50,8 @@ def check_drop_request(model: nn.Module, request: Any) -> None:
     if not counts:
         raise SettingsError(f"expert-drop removes experts of a mixture-of-experts model; {type(model).__name__} "
                             "has none (use --method magnitude, random, wanda or sparsegpt)")
-    if (request.experts_keep is None) == (request.experts_keep_n is None):
-        raise SettingsError("expert-drop needs exactly one of --experts-keep F (a fraction of each layer's experts) "
-                            "or --experts-keep-n K")
-    if request.experts_keep is not None and not 0.0 < request.experts_keep < 1.0:
-        raise SettingsError(f"--experts-keep must be strictly between 0 and 1, got {request.experts_keep:g}")
-    if request.expert_saliency not in SALIENCIES:
-        raise SettingsError(f"--expert-saliency must be one of {', '.join(SALIENCIES)}, "
-                            f"got {request.expert_saliency!r}")
-    if not request.nm.unstructured:
-        raise SettingsError("expert-drop removes whole experts: --structure does not apply (leave it unstructured)")
+    check_keep(experts_keep=request.experts_keep, experts_keep_n=request.experts_keep_n,
+               unstructured=request.nm.unstructured)
     if len(counts) > 1:
         raise SettingsError(f"the MoE layers hold different numbers of experts ({sorted(counts)}); one config value "
                             "cannot describe them after dropping")
