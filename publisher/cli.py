@@ -14,7 +14,6 @@ in `--help` (`errors.EXIT_CODES`).
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import shlex
 import sys
@@ -450,16 +449,14 @@ def plan(ctx: click.Context, model: str, sparsity: float, structure: str, dtype:
     publish-pruned plan --model google/gemma-2-9b-it
     publish-pruned plan --model ./my-model --structure 2:4 --json
     """
-    from .estimates import estimate_stages, estimates_table
+    from .estimates import estimate_here, estimates_table
     from .plan import plan_model, plan_table
 
     try:
         settings = RunSettings(model=model, sparsity=sparsity, structure=structure, device=device)  # main's checks
         result = plan_model(model, sparsity, structure=structure, dtype=dtype, revision=revision,
                             endpoint=hub_endpoint)
-        stages, basis = estimate_stages(total_params=result.total_params, prunable_params=result.prunable_params,
-                                        device=settings.device, gpu_name=_gpu_name(settings.device),
-                                        cpu_cores=os.cpu_count() or 1, method=method)
+        stages, basis = estimate_here(result, settings.device, method)
     except (PublishPrunedError, KeyboardInterrupt, Exception) as exc:
         fail(exc, bool(ctx.obj["verbose"]))
     if output_flags(ctx).json:
@@ -473,7 +470,7 @@ def plan(ctx: click.Context, model: str, sparsity: float, structure: str, dtype:
 
 def _too_big_here(artifact, repo_id: str, endpoint: str | None, token: str | None):
     """`release.Planned` (the artifact's config-only plan) when its model does not fit this machine, else None."""
-    from .estimates import estimate_stages, estimates_table
+    from .estimates import estimate_here, estimates_table
     from .plan import plan_model, plan_table
     from .release import Planned, fits_here
 
@@ -483,16 +480,8 @@ def _too_big_here(artifact, repo_id: str, endpoint: str | None, token: str | Non
     fits, why = fits_here(found.weights_bytes, settings.device)
     if fits:
         return None
-    stages, basis = estimate_stages(total_params=found.total_params, prunable_params=found.prunable_params,
-                                    device=settings.device, gpu_name=_gpu_name(settings.device),
-                                    cpu_cores=os.cpu_count() or 1, method=settings.method)
+    stages, basis = estimate_here(found, settings.device, settings.method)
     return Planned(repo_id, f"not built here: {why}\n{plan_table(found)}\n{estimates_table(stages, basis)}")
-
-
-def _gpu_name(device: str) -> str:
-    import torch
-
-    return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else ""
 
 
 @main.command()

@@ -17,6 +17,17 @@ import click
 from .cli_output import output_flags, print_json
 from .errors import SettingsError
 
+# Shared by the measure stage's options and the `latency` command.
+latency_backend_option = click.option(
+    "--latency-backend", type=click.Choice(["auto", "mlx", "torch"]), default="auto",
+    envvar="PUBLISH_PRUNED_LATENCY_BACKEND",
+    help="auto: MLX on Apple Silicon or with publish-pruned[cuda], torch on a CUDA GPU otherwise (labelled torch "
+    "CUDA), MLX on a CPU only up to 1 B parameters (larger: not measured, say why).")
+latency_mode_option = click.option(
+    "--latency-mode", type=click.Choice(["fixed", "study"]), default="fixed", envvar="PUBLISH_PRUNED_LATENCY_MODE",
+    help="fixed: greedy, exactly --latency-max-tokens tokens per item (same work for both models); study: sampled at "
+    "T = 0.3, stopping at EOS, as the study's mlx_lm.generate.")
+
 
 def eval_options(fn):
     """Protocol settings of the measure stage, shared by the main command and `eval`."""
@@ -69,14 +80,8 @@ def eval_options(fn):
         click.option("--latency-items", type=int, help="Prompts timed per model [default: a few; see the card]."),
         click.option("--latency-max-tokens", type=int, default=5, help="New tokens per timed generation."),
         click.option("--latency-warmup", type=int, default=1, help="Untimed generations per model first."),
-        click.option("--latency-backend", type=click.Choice(["auto", "mlx", "torch"]), default="auto",
-                      envvar="PUBLISH_PRUNED_LATENCY_BACKEND",
-                      help="auto: MLX on Apple Silicon or with publish-pruned[cuda], torch on a CUDA GPU otherwise "
-                      "(labelled torch CUDA), MLX on a CPU only up to 1 B parameters (larger: not measured, say why)."),
-        click.option("--latency-mode", type=click.Choice(["fixed", "study"]), default="fixed",
-                      envvar="PUBLISH_PRUNED_LATENCY_MODE",
-                      help="fixed: greedy, exactly --latency-max-tokens tokens per item (same work for both models); "
-                      "study: sampled at T = 0.3, stopping at EOS, as the study's mlx_lm.generate."),
+        latency_backend_option,
+        latency_mode_option,
         click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="PUBLISH_PRUNED_CACHE",
                       help="Where dense baselines are cached [default: ~/.cache/publish-pruned].")
     ]
@@ -264,11 +269,8 @@ def eval_command(ctx: click.Context, model: str, dtype: str, device: str, device
 @click.option("--latency-items", type=int, help="Prompts timed.")
 @click.option("--latency-max-tokens", type=int, default=5)
 @click.option("--latency-warmup", type=int, default=1)
-@click.option("--latency-mode", type=click.Choice(["fixed", "study"]), default="fixed",
-              help="fixed: greedy, exactly --latency-max-tokens tokens; study: sampled at T = 0.3, stops at EOS.")
-@click.option("--latency-backend", type=click.Choice(["auto", "mlx", "torch"]), default="auto",
-              help="auto: MLX on Apple Silicon or with publish-pruned[cuda]; torch on a CUDA GPU otherwise; MLX on a "
-              "CPU only up to 1 B parameters.")
+@latency_mode_option
+@latency_backend_option
 @click.option("--device", default="auto", help="torch's device for --latency-backend torch: auto, cpu, cuda, cuda:1.")
 @click.pass_context
 def latency_command(ctx: click.Context, folder: Path, latency_items: int | None, latency_max_tokens: int,

@@ -14,8 +14,12 @@ They are estimates to plan a machine with, not measurements: the card never show
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .measure.latency import MLX_CPU_MAX_PARAMS
+
+if TYPE_CHECKING:
+    from .plan import Plan
 
 STUDY_ITEMS = 12_148  # BBQ ambiguous items of the study's five categories
 SEEDS = 5
@@ -102,6 +106,17 @@ def estimate_stages(*, total_params: int, prunable_params: int, device: str, gpu
         stages.append(StageEstimate("latency, 4 items x 2 models", 10 * anchor.latency_s_per_item * scale,
                                     "with one warm-up each"))
     return stages, f"scaled by parameters from {anchor.source}, for {what}"
+
+
+def estimate_here(plan: Plan, device: str, method: str) -> tuple[list[StageEstimate], str]:
+    """`estimate_stages` for a `plan.Plan` on `device` of this machine (its GPU's name, its CPU cores)."""
+    import os
+
+    import torch
+
+    gpu = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else ""
+    return estimate_stages(total_params=plan.total_params, prunable_params=plan.prunable_params, device=device,
+                           gpu_name=gpu, cpu_cores=os.cpu_count() or 1, method=method)
 
 
 def estimates_table(stages: list[StageEstimate], basis: str) -> str:

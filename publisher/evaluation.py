@@ -11,7 +11,6 @@ from the saved checkpoint: the figures describe what is published. Everything re
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import logging
 from collections.abc import Callable
@@ -78,8 +77,12 @@ class EvalSettings:
         if self.bbq_limit is not None and self.bbq_limit < 1:
             raise SettingsError("--bbq-limit must be at least 1")
         self._check_literature()
-        for name, allowed in (("parser", ("protocol", "study")), ("srs_precision", ("float32", "native")),
-                              ("latency_mode", ("fixed", "study")), ("latency_backend", ("auto", "mlx", "torch"))):
+        from .measure.latency import LATENCY_BACKENDS, LATENCY_MODES  # the measure modules' own lists
+        from .measure.precision import PRECISIONS
+        from .measure.srs import PARSERS
+
+        for name, allowed in (("parser", tuple(PARSERS)), ("srs_precision", PRECISIONS),
+                              ("latency_mode", LATENCY_MODES), ("latency_backend", LATENCY_BACKENDS)):
             if getattr(self, name) not in allowed:
                 raise SettingsError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
                                     f"got {getattr(self, name)!r}")
@@ -231,15 +234,6 @@ def prepare_inputs(tokenizer, settings: EvalSettings):
     return rows, bbq
 
 
-def _release_memory() -> None:
-    """Give a deleted model's memory back, on a GPU too: the dense model's float32 decoding needs the room."""
-    gc.collect()
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 # --- the dense baseline cache ------------------------------------------------------------------------------
 
 def _srs_to_json(run) -> dict:
@@ -296,6 +290,7 @@ def evaluate_run(*, dense_identity: str, settings: EvalSettings, run_dir: Path, 
     dense model for MLX, called only when latency runs. `device` and `num_parameters` choose the latency backend
     (`measure.latency.choose_backend`).
     """
+    from .measure.batching import release_memory
     from .measure.srs import bias_blind_check, compare_srs, write_replies_jsonl
 
     metrics: dict[str, Any] = {"protocol": {**settings.model_key(), "skip": sorted(settings.skip)},
@@ -324,7 +319,7 @@ def evaluate_run(*, dense_identity: str, settings: EvalSettings, run_dir: Path, 
         if extra is not None:
             extra.measure("pruned", pruned_model, tokenizer)
         del pruned_model
-        _release_memory()
+        release_memory()  # the dense model's float32 decoding needs the room
         study = rows is not None or bbq is not None
         dense = load_baseline(baseline_file) if study else ModelMeasurement()
         if dense is not None and ((rows is not None and dense.perplexity is None) or
@@ -342,7 +337,7 @@ def evaluate_run(*, dense_identity: str, settings: EvalSettings, run_dir: Path, 
                 extra.measure("dense", dense_model, tokenizer)
                 extra.save_dense(cache_dir, dense_identity)
             del dense_model
-            _release_memory()
+            release_memory()
         if extra is not None:
             metrics.update(extra.sections())
         if rows is not None:

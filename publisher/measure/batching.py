@@ -124,9 +124,10 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or should_reduce_batch_size(error)
 
 
-def _release_memory(device: torch.device) -> None:
+def release_memory(device: torch.device | None = None) -> None:
+    """Give freed tensors' memory back (a deleted model, an out-of-memory batch), on a GPU too."""
     gc.collect()
-    if device.type == "cuda":
+    if (device is None or device.type == "cuda") and torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 
@@ -145,7 +146,7 @@ def run_chunks(order: Sequence[int], size: int, record: BatchRecord, work: Calla
                 raise
             record.backoffs.append(size)
             size //= 2
-            _release_memory(device or torch.device("cpu"))
+            release_memory(device or torch.device("cpu"))
             continue
         record.final = size
         position += len(chunk)
