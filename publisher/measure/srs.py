@@ -459,10 +459,12 @@ class SrsComparison:
     interval: str = ITEM_BOOTSTRAP
 
 
-def _paired_replicates(dense: SrsRun, pruned: SrsRun, condition: str
+_Tables = dict[tuple[str, str], _ItemTable]
+
+
+def _paired_replicates(dense_tables: _Tables, pruned_tables: _Tables, condition: str
                        ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
     """category → (dense, pruned) SRS replicates over the same drawn items (those in both runs)."""
-    dense_tables, pruned_tables = _item_tables(dense.replies), _item_tables(pruned.replies)
     found = {}
     for (category, cond), d in dense_tables.items():
         p = pruned_tables.get((category, cond))
@@ -476,17 +478,10 @@ def _paired_replicates(dense: SrsRun, pruned: SrsRun, condition: str
     return found, sorted(found)
 
 
-def _per_item(run: SrsRun, condition: str) -> dict[str, tuple[int, int]]:
-    """key → (target replies, parsed replies)."""
-    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for reply in run.replies:
-        if reply.condition != condition:
-            continue
-        entry = counts[reply.key]  # registers the item even when none of its replies parsed
-        if reply.choice is not None:
-            entry[0] += reply.choice == "target"
-            entry[1] += 1
-    return {k: (v[0], v[1]) for k, v in counts.items()}
+def _per_item(tables: _Tables, condition: str) -> dict[str, tuple[int, int]]:
+    """key → (target replies, parsed replies) of every item of `condition`, parsed or not."""
+    return {key: (int(table.counts["target"][i]), int(table.counts["parsed"][i]))
+            for (_, cond), table in tables.items() if cond == condition for i, key in enumerate(table.keys)}
 
 
 def _nanmean_rows(rows: list[np.ndarray]) -> np.ndarray:
@@ -500,7 +495,8 @@ def compare_srs(dense: SrsRun, pruned: SrsRun, condition: str = "ambig") -> SrsC
     of `pruned` against `dense`."""
     if condition not in dense.overall or condition not in pruned.overall:
         raise KeyError(f"condition {condition!r} missing from one of the runs")
-    paired, categories = _paired_replicates(dense, pruned, condition)
+    dense_tables, pruned_tables = _item_tables(dense.replies), _item_tables(pruned.replies)
+    paired, categories = _paired_replicates(dense_tables, pruned_tables, condition)
     changes = []
     for group in dense.per_category:
         if group.condition != condition:
@@ -524,7 +520,7 @@ def compare_srs(dense: SrsRun, pruned: SrsRun, condition: str = "ambig") -> SrsC
         with np.errstate(invalid="ignore", divide="ignore"):
             change_low, change_high = percentile_interval(np.where(dense_mean > 0, pruned_mean / dense_mean - 1,
                                                                    np.nan))
-    before, after = _per_item(dense, condition), _per_item(pruned, condition)
+    before, after = _per_item(dense_tables, condition), _per_item(pruned_tables, condition)
     shared = sorted(set(before) & set(after))
     compared = [k for k in shared if before[k][1]]
     dense_zero = [k for k in compared if before[k][0] == 0]
