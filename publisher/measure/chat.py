@@ -66,3 +66,19 @@ def chat_token_ids(tokenizer: Any, messages: Sequence[Message], *,
         except TemplateError as second:
             raise ChatTemplateError(f"the chat template cannot render this conversation: {second}") from None
         return _ids(rendered), True
+
+
+def eos_token_ids(*declared: Any) -> set[int]:
+    """The end-of-sequence ids a model's config, generation config and tokenizer declare (each an int, a list of
+    them, or None), together.
+
+        >>> eos_token_ids(model.generation_config.eos_token_id, tokenizer.eos_token_id)
+        {2, 128009}
+    """
+    ids: set[int] = set()
+    for value in declared:
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(int(v) for v in value)
+    return ids

@@ -66,7 +66,7 @@ from ..config_compat import top_level_fields as mlx_config_overrides  # also wri
 from ..environment import cpu_model
 from ..errors import SettingsError
 from .bbq import SYSTEM_PROMPT, USER_TEMPLATE
-from .chat import chat_token_ids, has_chat_template
+from .chat import chat_token_ids, eos_token_ids, has_chat_template
 from .errors import MeasureError
 
 # SmolLM2-135M (bf16) on the shared 2-core AMD EPYC dev machine with MLX's CPU backend: one generation of a
@@ -503,7 +503,7 @@ class _MLXRunner:
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         dtypes = Counter(str(v.dtype).removeprefix("mlx.core.") for _, v in tree_flatten(self.model.parameters()))
         self.dtype = dtypes.most_common(1)[0][0] if dtypes else "unknown"
-        self.eos = _eos_ids(self.config, self.tokenizer)
+        self.eos = eos_token_ids(self.config.get("eos_token_id"), getattr(self.tokenizer, "eos_token_id", None))
 
     def generate(self, ids: list[int], max_tokens: int, mode: str = "fixed") -> _Timing:
         return self._fixed(ids, max_tokens) if mode == "fixed" else self._study(ids, max_tokens)
@@ -566,7 +566,7 @@ class _TorchRunner:
         self.dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
         # transformers >= 5.x names the cache argument `cache`; older versions `past_key_values`.
         self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-        self.eos = _eos_ids(self.config, self.tokenizer)
+        self.eos = eos_token_ids(self.config.get("eos_token_id"), getattr(self.tokenizer, "eos_token_id", None))
 
     def _new_cache(self) -> Any:
         from transformers import DynamicCache
@@ -615,17 +615,6 @@ class _TorchRunner:
 
 
 _RUNNERS: dict[str, Callable[..., Any]] = {"mlx": _MLXRunner, "torch": _TorchRunner}
-
-
-def _eos_ids(config: dict[str, Any], tokenizer: Any) -> set[int]:
-    """End-of-sequence ids from the config and the tokenizer (the study mode stops at any of them)."""
-    ids: set[int] = set()
-    for value in (config.get("eos_token_id"), getattr(tokenizer, "eos_token_id", None)):
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, list | tuple):
-            ids.update(int(v) for v in value)
-    return ids
 
 
 # ----------------------------------------------------------------------------------------------- protocol

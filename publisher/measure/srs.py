@@ -40,6 +40,7 @@ from ..peak_memory import PeakMemory
 from ..placement import input_device
 from .batching import AUTO, BatchRecord, auto_batch_size, parse_batch_size, srs_item_bytes
 from .bbq import SYSTEM_PROMPT, USER_TEMPLATE, BbqItem, prompt_ids
+from .chat import eos_token_ids
 from .errors import BbqDataError
 from .precision import decoding_precision
 from .sampler import STUDY_SEEDS, SamplingConfig, batch_rule, sample_continuations
@@ -343,17 +344,6 @@ def summarise(replies: Sequence[Reply]) -> tuple[list[GroupMetrics], dict[str, O
     return per_category, overall
 
 
-def _eos_ids(model: torch.nn.Module, tokenizer: Any) -> set[int]:
-    ids: set[int] = set()
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for value in (configured, getattr(tokenizer, "eos_token_id", None)):
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, list | tuple):
-            ids.update(int(v) for v in value)
-    return ids
-
-
 def evaluate_srs(model: torch.nn.Module, tokenizer: Any, items: Sequence[BbqItem], *,
                  seeds: Sequence[int] = STUDY_SEEDS, batch_size: int | str = AUTO, temperature: float = 0.3,
                  max_new_tokens: int = 5, top_k: int | None = None, parser: str = "protocol",
@@ -375,7 +365,8 @@ def evaluate_srs(model: torch.nn.Module, tokenizer: Any, items: Sequence[BbqItem
     rendered = [prompt_ids(tokenizer, item) for item in items]
     prompts = [ids for ids, _ in rendered]
     merged = any(m for _, m in rendered)
-    eos = _eos_ids(model, tokenizer)
+    eos = eos_token_ids(getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+                        getattr(tokenizer, "eos_token_id", None))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (min(eos) if eos else 0)
     with decoding_precision(model, precision) as decoding:
         record = _srs_batch(model, prompts, config, batch_size, decoding.dtype)
