@@ -269,6 +269,9 @@ def _group_metrics(category: str, condition: str, table: _ItemTable, rules: Coun
     else:
         bias = 2 * target / decided - 1 if decided else None
         name = "s_DIS"
+    replicates = {kind: ratio_replicates(c[num], c[den], draws) for kind, num, den in
+                  (("srs", "target", "parsed"), ("usr", "unknown", "parsed"),
+                   ("srs_strict", "strict_target", "strict_parsed"))}
     metrics = GroupMetrics(
         category=category, condition=condition, items=len(table.keys), replies=int(c["replies"].sum()), parsed=n,
         srs=clustered_proportion(c["target"], c["parsed"], draws),
@@ -279,11 +282,8 @@ def _group_metrics(category: str, condition: str, table: _ItemTable, rules: Coun
         accuracy=clustered_proportion(c["correct"], c["labelled"], draws) if c["labelled"].sum() else None,
         srs_strict=clustered_proportion(c["strict_target"], c["strict_parsed"], draws),
         rules={rule: rules.get(rule, 0) for rule in RULES},
-        design_effect=design_effect(c["target"], c["parsed"], draws),
+        design_effect=design_effect(c["target"], c["parsed"], replicates["srs"]),
     )
-    replicates = {kind: ratio_replicates(c[num], c[den], draws) for kind, num, den in
-                  (("srs", "target", "parsed"), ("usr", "unknown", "parsed"),
-                   ("srs_strict", "strict_target", "strict_parsed"))}
     # resampled sums of failures and replies: the overall parse-failure rate pools them over categories
     replicates["failures"] = (c["replies"] - c["parsed"])[draws].sum(axis=1)
     replicates["replies"] = c["replies"][draws].sum(axis=1)

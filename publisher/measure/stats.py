@@ -181,8 +181,9 @@ def pooled_proportion(k: int, n: int, k_resampled: np.ndarray | None, n_resample
     return Proportion(k, n, rate, rate if low is None else low, rate if high is None else high, ITEM_BOOTSTRAP)
 
 
-def design_effect(k: np.ndarray, n: np.ndarray, draws: np.ndarray) -> float | None:
-    """Bootstrap variance of the pooled rate over the variance it would have if every trial were independent.
+def design_effect(k: np.ndarray, n: np.ndarray, replicates: np.ndarray) -> float | None:
+    """Bootstrap variance of the pooled rate (its `ratio_replicates`) over the variance it would have if every trial
+    were independent.
 
     1 means the trials of an item behave like independent draws; 5 seeds that always agree give about 5.
     None when the rate is 0 or 1 (no binomial variance to compare with) or nothing was drawn.
@@ -192,8 +193,7 @@ def design_effect(k: np.ndarray, n: np.ndarray, draws: np.ndarray) -> float | No
         return None
     p = float(k.sum()) / total_n
     binomial = p * (1 - p) / total_n
-    finite = ratio_replicates(k, n, draws)
-    finite = finite[np.isfinite(finite)]
+    finite = replicates[np.isfinite(replicates)]
     if binomial == 0 or finite.size < 2:
         return None
     return float(finite.var(ddof=1) / binomial)
