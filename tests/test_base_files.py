@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import HUB_WRITE_TOKEN
 from huggingface_hub import HfApi, ModelCard, snapshot_download
-from tiny_models import save_tiny_model
+from tiny_models import add_remote_code, save_tiny_model
 from transformers import AutoTokenizer
 
 from publisher.base_files import hub_ignore_patterns, is_license_file
@@ -86,18 +86,8 @@ def test_chat_templates_of_a_hub_base_are_fetched_and_published(hub_org, tmp_pat
 
 
 def test_a_remote_code_hub_base_loads_from_its_snapshot_and_publishes_its_code(hub_org, tmp_path):
-    base = save_tiny_model("llama", tmp_path / "base")
-    (base / "configuration_my.py").write_text(
-        "from transformers import LlamaConfig\n\n\nclass MyConfig(LlamaConfig):\n    model_type = 'my-llama'\n")
-    (base / "modeling_my.py").write_text(
-        "from transformers import LlamaForCausalLM\n\nfrom .configuration_my import MyConfig\n\n\n"
-        "class MyForCausalLM(LlamaForCausalLM):\n    config_class = MyConfig\n")
+    base = add_remote_code(save_tiny_model("llama", tmp_path / "base"))
     (base / "my_tools.py").write_text("HELP = 'used by the authors, not by the model classes'\n")
-    config = json.loads((base / "config.json").read_text())
-    config.update(model_type="my-llama", architectures=["MyForCausalLM"],
-                  auto_map={"AutoConfig": "configuration_my.MyConfig",
-                            "AutoModelForCausalLM": "modeling_my.MyForCausalLM"})
-    (base / "config.json").write_text(json.dumps(config))
     upload(hub_org, base, f"{OWNER}/tiny-code")
     out = tmp_path / "run"
     result = run_cli(hub_org, f"{OWNER}/tiny-code", out, "--trust-remote-code")

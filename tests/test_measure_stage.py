@@ -1,11 +1,9 @@
 """The measure stage through the CLI: perplexity, SRS and latency of pruned vs dense, cached baseline, card."""
 
-import json
-import random
 
 import pytest
 from click.testing import CliRunner
-from fixtures.measure_models import FIXTURES, tiny_chat_model
+from fixtures.measure_models import FIXTURES, tiny_chat_model, write_word_text
 
 from publisher.cli import main
 from publisher.results import read_results
@@ -17,10 +15,7 @@ def setup(tmp_path_factory):
     model, tokenizer = tiny_chat_model()
     model.save_pretrained(root / "base")
     tokenizer.save_pretrained(root / "base")
-    rng = random.Random(0)
-    with open(root / "text.jsonl", "w") as f:
-        for _ in range(40):
-            f.write(json.dumps({"text": " ".join(f"w{rng.randrange(126)}" for _ in range(60))}) + "\n")
+    write_word_text(root / "text.jsonl")
     return root
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from fixtures.measure_models import write_word_text
 from safetensors.torch import load_file
 from tiny_models import MOE_EXPERTS, moe_config, save_tiny_moe
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -386,10 +387,7 @@ def chat_moe(tmp_path_factory) -> Path:
     tokenizer = tiny_tokenizer()
     tokenizer.chat_template = SIMPLE_TEMPLATE
     tokenizer.save_pretrained(root / "base")
-    rng = random.Random(0)
-    with open(root / "text.jsonl", "w") as f:
-        for _ in range(40):
-            f.write(json.dumps({"text": " ".join(f"w{rng.randrange(126)}" for _ in range(60))}) + "\n")
+    write_word_text(root / "text.jsonl")
     return root
 
 

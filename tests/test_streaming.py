@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from tiny_models import CONFIGS, save_tiny_model
+from tiny_models import CONFIGS, add_remote_code, save_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from publisher.cli import main
@@ -234,17 +234,7 @@ def test_non_ascii_names_are_written_as_the_library_writes_them(tmp_path):
 
 def test_a_model_with_its_own_code_is_not_streamed(tmp_path):
     """save_pretrained copies modeling_*.py beside the weights; the streamed path would publish without it."""
-    source = save_tiny_model("llama", tmp_path / "source")
-    (source / "configuration_my.py").write_text(
-        "from transformers import LlamaConfig\n\n\nclass MyConfig(LlamaConfig):\n    model_type = 'my-llama'\n")
-    (source / "modeling_my.py").write_text(
-        "from transformers import LlamaForCausalLM\n\nfrom .configuration_my import MyConfig\n\n\n"
-        "class MyForCausalLM(LlamaForCausalLM):\n    config_class = MyConfig\n")
-    config = json.loads((source / "config.json").read_text())
-    config.update(model_type="my-llama", architectures=["MyForCausalLM"],
-                  auto_map={"AutoConfig": "configuration_my.MyConfig",
-                            "AutoModelForCausalLM": "modeling_my.MyForCausalLM"})
-    (source / "config.json").write_text(json.dumps(config))
+    source = add_remote_code(save_tiny_model("llama", tmp_path / "source"))
     with pytest.raises(NotStreamable, match="own code"):
         stream_prune(source, tmp_path / "out", PruneRequest("magnitude", 0.5), dtype="auto", shard_size="5GB",
                      trust_remote_code=True, progress=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -140,3 +141,19 @@ def expected_prunable(arch: str) -> int:
     o = c.num_attention_heads * head_dim * c.hidden_size
     mlp = 3 * c.hidden_size * c.intermediate_size
     return c.num_hidden_layers * (q + kv + o + mlp)
+
+
+def add_remote_code(folder: Path) -> Path:
+    """Turn a saved tiny Llama into a `--trust-remote-code` model: its own configuration and modeling files, named
+    in config.json's auto_map."""
+    (folder / "configuration_my.py").write_text(
+        "from transformers import LlamaConfig\n\n\nclass MyConfig(LlamaConfig):\n    model_type = 'my-llama'\n")
+    (folder / "modeling_my.py").write_text(
+        "from transformers import LlamaForCausalLM\n\nfrom .configuration_my import MyConfig\n\n\n"
+        "class MyForCausalLM(LlamaForCausalLM):\n    config_class = MyConfig\n")
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="my-llama", architectures=["MyForCausalLM"],
+                  auto_map={"AutoConfig": "configuration_my.MyConfig",
+                            "AutoModelForCausalLM": "modeling_my.MyForCausalLM"})
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
